@@ -1,0 +1,228 @@
+// Chunk buffers: self-describing byte payloads (BUF-1..9).
+//
+// A Buffer pairs a Descriptor (scalar tag, rank, extents, byte strides) with
+// reference-counted storage that says where its bytes live (host or device).
+// Published chunks are immutable (`ConstBufferPtr`); a kernel only writes the
+// outputs the executor allocated for it, so sharing storage between holders
+// never lets one holder observe another's mutation (BUF-9).
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "kangaroo/core/error.h"
+
+namespace kangaroo {
+
+enum class ScalarType : std::uint8_t { opaque = 0, u8 = 1, i64 = 2, f32 = 3, f64 = 4 };
+
+std::size_t scalar_width(ScalarType type);
+std::string_view scalar_name(ScalarType type);
+// Accepts the canonical tags and the aliases uint8/int64/float32/float64.
+std::optional<ScalarType> parse_scalar(std::string_view tag);
+
+template <class T>
+constexpr ScalarType scalar_of();
+template <>
+constexpr ScalarType scalar_of<std::uint8_t>() { return ScalarType::u8; }
+template <>
+constexpr ScalarType scalar_of<std::int64_t>() { return ScalarType::i64; }
+template <>
+constexpr ScalarType scalar_of<float>() { return ScalarType::f32; }
+template <>
+constexpr ScalarType scalar_of<double>() { return ScalarType::f64; }
+
+enum class MemoryLocation : std::uint8_t { host = 0, device = 1 };
+enum class InitPolicy : std::uint8_t { uninitialized = 0, zero = 1 };
+
+constexpr int kMaxRank = 4;
+
+// Overflow-checked size arithmetic (BUF-7).
+std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b);
+std::uint64_t checked_add(std::uint64_t a, std::uint64_t b);
+
+struct Descriptor {
+  ScalarType scalar = ScalarType::opaque;
+  std::uint8_t rank = 1;
+  std::array<std::uint64_t, kMaxRank> extents{};
+  std::array<std::int64_t, kMaxRank> strides{};  // bytes
+
+  static Descriptor c_order(ScalarType scalar, std::span<const std::uint64_t> extents);
+  static Descriptor fortran_order(ScalarType scalar, std::span<const std::uint64_t> extents);
+  static Descriptor opaque_bytes(std::uint64_t nbytes);
+
+  std::size_t width() const { return scalar_width(scalar); }
+  std::uint64_t element_count() const;  // product of extents, overflow-checked
+  // 0 if any extent is 0, else width + sum((extent-1)*stride) (BUF-2).
+  std::uint64_t required_bytes() const;
+  bool is_c_contiguous() const;
+  // Throws Error(buffer) when the descriptor is malformed or does not match
+  // `stored_bytes` exactly (BUF-1, BUF-2, BUF-4).
+  void validate(std::uint64_t stored_bytes) const;
+  // "f64(4, 5, 6)" style text for messages.
+  std::string to_string() const;
+
+  bool same_layout(const Descriptor& other) const;  // dtype, rank, extents, strides
+  bool operator==(const Descriptor& other) const { return same_layout(other); }
+};
+
+// Reference-counted byte storage. Device storage is allocated by the GPU layer;
+// the core only carries the location so every consumer can tell where bytes are.
+class Storage {
+ public:
+  using Deleter = void (*)(std::byte*, std::size_t);
+  Storage(std::byte* data, std::size_t size, MemoryLocation location, Deleter deleter)
+      : data_(data), size_(size), location_(location), deleter_(deleter) {}
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  ~Storage();
+
+  static std::shared_ptr<Storage> allocate_host(std::size_t size, InitPolicy init);
+
+  std::byte* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  MemoryLocation location() const { return location_; }
+
+ private:
+  std::byte* data_;
+  std::size_t size_;
+  MemoryLocation location_;
+  Deleter deleter_;
+};
+
+class Buffer;
+using BufferPtr = std::shared_ptr<Buffer>;
+using ConstBufferPtr = std::shared_ptr<const Buffer>;
+
+// Strided element view over a numeric buffer. Strides are in elements.
+template <class T>
+struct GridView {
+  T* base = nullptr;
+  std::array<std::uint64_t, kMaxRank> n{};
+  std::array<std::int64_t, kMaxRank> s{};
+
+  T& operator()(std::int64_t i, std::int64_t j, std::int64_t k) const {
+    return base[i * s[0] + j * s[1] + k * s[2]];
+  }
+  T& operator()(std::int64_t i, std::int64_t j, std::int64_t k, std::int64_t c) const {
+    return base[i * s[0] + j * s[1] + k * s[2] + c * s[3]];
+  }
+};
+
+class Buffer {
+ public:
+  // Dense C-order (last axis fastest) numeric or opaque buffer.
+  static BufferPtr allocate(const Descriptor& desc, InitPolicy init);
+  // Rank-1 dynamic buffer with capacity `capacity` elements (BUF-6).
+  static BufferPtr allocate_dynamic(ScalarType scalar, std::uint64_t capacity, InitPolicy init);
+  // Wraps existing storage; validates the descriptor against `byte_count`.
+  static BufferPtr wrap(const Descriptor& desc, std::shared_ptr<Storage> storage,
+                        std::uint64_t byte_offset, std::uint64_t byte_count);
+  // Copies `bytes` into fresh host storage after validating the descriptor.
+  static BufferPtr from_bytes(const Descriptor& desc, std::span<const std::byte> bytes);
+
+  // Visible descriptor: for a dynamic buffer, rank 1 with the committed extent
+  // (0 before commit).
+  const Descriptor& descriptor() const { return desc_; }
+  ScalarType scalar() const { return desc_.scalar; }
+  int rank() const { return desc_.rank; }
+  MemoryLocation location() const { return storage_ ? storage_->location() : MemoryLocation::host; }
+
+  bool is_dynamic() const { return dynamic_; }
+  bool is_committed() const { return committed_; }
+  std::uint64_t capacity_elements() const { return capacity_; }
+  // Allocated bytes (dynamic: capacity * width); used for LikeInput bounds and
+  // memory accounting.
+  std::uint64_t allocated_bytes() const { return allocated_bytes_; }
+  // Bytes visible to readers (committed prefix for dynamic buffers).
+  std::uint64_t byte_size() const { return desc_.required_bytes(); }
+
+  // Commit the final extent of a dynamic buffer exactly once (BUF-6).
+  void commit(std::uint64_t n);
+
+  std::span<const std::byte> bytes() const;
+  std::byte* mutable_data();
+  const std::byte* data() const;
+
+  // Typed access; throws when the scalar type or rank differ (BUF-4, BUF-5).
+  template <class T>
+  GridView<const T> view(int expected_rank) const {
+    check_view(scalar_of<T>(), expected_rank);
+    return make_view<const T>();
+  }
+  template <class T>
+  GridView<T> mutable_view(int expected_rank) {
+    check_view(scalar_of<T>(), expected_rank);
+    return make_view<T>();
+  }
+  // Dense element pointer for C-contiguous numeric buffers (rank-1 dynamic
+  // buffers included: their capacity is addressable before commit).
+  template <class T>
+  T* elements() {
+    check_view(scalar_of<T>(), -1);
+    return reinterpret_cast<T*>(mutable_data());
+  }
+  template <class T>
+  const T* elements() const {
+    check_view(scalar_of<T>(), -1);
+    return reinterpret_cast<const T*>(data());
+  }
+
+  // Logical element at linear C-order index `p` converted to double (numeric only).
+  double element_as_double(std::uint64_t p) const;
+
+  const std::shared_ptr<Storage>& storage() const { return storage_; }
+
+ private:
+  Buffer() = default;
+  void check_view(ScalarType expected, int expected_rank) const;
+  template <class T>
+  GridView<T> make_view() const {
+    GridView<T> v;
+    v.base = reinterpret_cast<T*>(storage_->data() + offset_);
+    const auto w = static_cast<std::int64_t>(desc_.width());
+    for (int a = 0; a < kMaxRank; ++a) {
+      v.n[a] = desc_.extents[a];
+      v.s[a] = desc_.strides[a] / w;
+    }
+    return v;
+  }
+
+  Descriptor desc_;
+  std::shared_ptr<Storage> storage_;
+  std::uint64_t offset_ = 0;
+  std::uint64_t allocated_bytes_ = 0;
+  std::uint64_t capacity_ = 0;
+  bool dynamic_ = false;
+  bool committed_ = false;
+};
+
+// Value-cast copy between equal-rank, equal-extent numeric buffers (BUF-8).
+void copy_convert(const Buffer& src, Buffer& dst);
+
+// Calls fn(GridView<const T>) with T = float or double; any other scalar type
+// fails with "real-buffer visitor accepts only f32 and f64 inputs" (OP-GEN-1).
+template <class Fn>
+decltype(auto) visit_real(const Buffer& buf, int expected_rank, Fn&& fn) {
+  if (buf.scalar() == ScalarType::f64) return fn(buf.view<double>(expected_rank));
+  if (buf.scalar() == ScalarType::f32) return fn(buf.view<float>(expected_rank));
+  fail(ErrorKind::kernel, "real-buffer visitor accepts only f32 and f64 inputs (got " +
+                              std::string(scalar_name(buf.scalar())) + ")");
+}
+
+// Same for writable f32/f64 outputs.
+template <class Fn>
+decltype(auto) visit_real_mut(Buffer& buf, int expected_rank, Fn&& fn) {
+  if (buf.scalar() == ScalarType::f64) return fn(buf.mutable_view<double>(expected_rank));
+  if (buf.scalar() == ScalarType::f32) return fn(buf.mutable_view<float>(expected_rank));
+  fail(ErrorKind::kernel, "output must be f32 or f64 (got " +
+                              std::string(scalar_name(buf.scalar())) + ")");
+}
+
+}  // namespace kangaroo

@@ -1,0 +1,117 @@
+// Kernel interface and registry (KREG-1..7).
+//
+// Kernel families export `register_<family>_kernels(KernelRegistry&)`; one
+// place (register_default_kernels) calls them all — no static self-registration.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "kangaroo/core/buffer.h"
+#include "kangaroo/core/chunk_id.h"
+#include "kangaroo/core/dataset.h"
+#include "kangaroo/core/params.h"
+#include "kangaroo/core/runmeta.h"
+
+namespace kangaroo {
+
+// Chunks of one face of one halo input (NBR-2..5), ascending block index.
+struct NeighborCollection {
+  std::int32_t halo_input = 0;
+  std::int32_t face = 0;  // 0..5 = Xm, Xp, Ym, Yp, Zm, Zp
+  std::vector<std::int32_t> blocks;
+  std::vector<ConstBufferPtr> chunks;
+};
+
+struct KernelContext {
+  std::string_view kernel;
+  const RunMeta* runmeta = nullptr;
+  const LevelMeta* level_meta = nullptr;  // LevelMeta of (step, level)
+  std::int32_t step = 0;
+  std::int32_t level = 0;
+  std::int32_t block = 0;  // task block, or group output block for graph tasks
+  std::span<const ConstBufferPtr> inputs;
+  std::span<const NeighborCollection> neighbors;
+  // A kernel may swap in a buffer with another dense stride permutation of
+  // the same dtype and extents (ALLOC-8), e.g. a zero-copy file slice.
+  std::span<BufferPtr> outputs;
+  const KernelParams* params = nullptr;
+  std::span<const IndexBox> covered;  // coverage list attached per PLAN-9
+  Dataset* dataset = nullptr;         // may be null (no dataset)
+
+  template <class P>
+  const P& param() const {
+    if (params == nullptr || !std::holds_alternative<P>(*params)) {
+      fail_kernel_params(kernel, "missing or incompatible typed parameters");
+    }
+    return std::get<P>(*params);
+  }
+  // The task's block box; fails (OP-GEN-3) when the block is out of range.
+  const IndexBox& block_box() const;
+  void require_inputs(std::size_t n) const;
+  void require_outputs(std::size_t n) const;
+};
+
+using KernelFn = void (*)(KernelContext&);
+
+// Input to a dynamic-bound evaluator (ALLOC-4).
+struct BoundQuery {
+  ScalarType dtype = ScalarType::f64;
+  const RunMeta* runmeta = nullptr;
+  const Dataset* dataset = nullptr;
+  std::function<std::uint64_t(const ChunkId&)> estimate_bytes;  // data-service size query; 0 unknown
+  std::int32_t step = 0, level = 0, block = 0;
+  int output_index = 0;
+  std::span<const std::uint64_t> input_bytes;  // 0 = unknown
+  const KernelParams* params = nullptr;
+};
+// Element capacity, or nullopt when unresolvable.
+using BoundFn = std::optional<std::uint64_t> (*)(const BoundQuery&);
+
+struct KernelDescriptor {
+  std::string name;
+  int n_inputs = 0;   // documentation only (KREG-3)
+  int n_outputs = 1;  // documentation only
+  bool needs_neighbors = false;
+  std::string param_schema_json;
+};
+
+struct KernelEntry {
+  KernelDescriptor descriptor;
+  ParamType param_type = ParamType::none;
+  KernelFn fn = nullptr;
+  BoundFn bound = nullptr;
+  // False for catalog entries whose implementation arrives with a later
+  // component; running them fails with "not implemented in this build".
+  bool implemented = true;
+};
+
+class KernelRegistry {
+ public:
+  // Replaces an existing entry of the same name (KREG-1).
+  void add(KernelEntry entry);
+  // Throws Error(not_found) "kernel not found: <name>" (KREG-4).
+  const KernelEntry& find(std::string_view name) const;
+  const KernelEntry* try_find(std::string_view name) const;
+  std::vector<const KernelDescriptor*> list() const;  // sorted by name
+  std::size_t size() const { return entries_.size(); }
+
+ private:
+  std::map<std::string, KernelEntry, std::less<>> entries_;
+};
+
+// Convenience for registration code.
+KernelEntry make_kernel(std::string name, ParamType params, KernelFn fn, int n_inputs,
+                        int n_outputs, BoundFn bound = nullptr);
+// Catalog entry without an implementation in this build.
+KernelEntry make_unimplemented_kernel(std::string name, ParamType params, int n_inputs,
+                                      int n_outputs, bool has_bound);
+
+}  // namespace kangaroo

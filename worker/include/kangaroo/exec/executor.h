@@ -1,0 +1,93 @@
+// Plan executor (§4, §8): expands stages into tasks, resolves reads, runs
+// kernels on a small thread pool and publishes outputs.
+//
+// One rank now; the placement function (OWN-3) already decides which tasks a
+// rank runs, so the multi-rank runtime adds routing of non-local reads and
+// puts through DataService instead of changing the scheduling model.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "kangaroo/core/dataset.h"
+#include "kangaroo/core/event_log.h"
+#include "kangaroo/core/prepare.h"
+#include "kangaroo/core/runmeta.h"
+#include "kangaroo/exec/chunk_store.h"
+
+namespace kangaroo {
+
+struct ExecOptions {
+  int threads = 0;                 // 0: one per hardware thread
+  std::size_t max_active_tasks = 0;  // 0: 64 per thread; waiting tasks do not count (EXEC-8)
+  EventLog* event_log = nullptr;   // null: logging off
+  std::string run_id = "run";
+  int rank = 0;
+  int world_size = 1;
+  // Chunks kept after the run besides the plan's sinks (outputs no task of
+  // the plan reads). keep_all keeps every produced chunk.
+  bool keep_all = false;
+  std::function<bool(const ChunkId&)> keep;
+  // Called from worker threads, at most every `progress_every` completions.
+  std::function<void(std::uint64_t done, std::uint64_t total)> progress;
+  std::uint64_t progress_every = 1000;
+};
+
+struct RunStats {
+  std::uint64_t tasks_total = 0;
+  std::uint64_t tasks_run = 0;      // kernels executed
+  std::uint64_t tasks_empty = 0;    // graph groups with no inputs (RED-2)
+  std::uint64_t stages_run = 0;
+  double seconds = 0.0;
+  std::size_t peak_active_tasks = 0;
+  std::size_t peak_waiting_tasks = 0;
+  // Scheduler-owned bytes: live task records, consumer counts and producer
+  // index (not chunk payloads).
+  std::uint64_t peak_metadata_bytes = 0;
+  std::uint64_t peak_store_bytes = 0;
+  std::vector<ChunkId> produced;  // chunks retained after the run (sinks or kept)
+};
+
+class Executor {
+ public:
+  Executor(const PreparedPlan& plan, const RunMeta& runmeta, Dataset* dataset, ChunkStore& store,
+           ExecOptions options);
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Runs to completion; throws the first task or stage error (EXEC-9).
+  RunStats run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Output visibility (LIFE-2): a store guarded by a run flag so nothing is
+// readable while a run of the session is in flight.
+class Session {
+ public:
+  explicit Session(std::shared_ptr<Dataset> dataset) : dataset_(std::move(dataset)) {}
+  RunStats run(const PreparedPlan& plan, const RunMeta& runmeta, ExecOptions options);
+  // Fails while a run is in flight (`output retrieval is not allowed while a
+  // plan run is in progress`) and for unknown chunks (LIFE-4).
+  ConstBufferPtr retrieve(const ChunkId& id) const;
+  bool running() const { return running_.load(); }
+  const ChunkStore& store() const { return store_; }
+
+ private:
+  std::shared_ptr<Dataset> dataset_;
+  ChunkStore store_;
+  std::atomic<bool> running_{false};
+  // Held shared by retrievals and exclusively while a run starts, so no
+  // retrieval reads the store once a run is under way.
+  mutable std::shared_mutex retrieval_mutex_;
+};
+
+}  // namespace kangaroo

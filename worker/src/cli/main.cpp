@@ -1,0 +1,365 @@
+// kangaroo-worker: validate and run plans in one process.
+//
+// Exit codes: 0 success; 1 usage or environment error (bad flags, unreadable
+// files, output directory in the way); 2 invalid plan or run metadata; 3 the
+// run failed while executing.
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+#include "kangaroo/core/event_log.h"
+#include "kangaroo/core/npy.h"
+#include "kangaroo/core/plan_json.h"
+#include "kangaroo/core/prepare.h"
+#include "kangaroo/data/memory_dataset.h"
+#include "kangaroo/data/uri.h"
+#include "kangaroo/exec/executor.h"
+#include "kangaroo/gpu/device.h"
+#include "kangaroo/kernels/register.h"
+
+namespace fs = std::filesystem;
+using namespace kangaroo;
+
+namespace {
+
+constexpr std::uint64_t kMaxDocumentBytes = 1ull << 30;
+
+const char* kUsage =
+    "usage:\n"
+    "  kangaroo-worker validate PLAN.json [--runmeta RUNMETA.json]\n"
+    "  kangaroo-worker run --plan PLAN.json --runmeta RUNMETA.json --dataset URI --out DIR\n"
+    "                      [--seed DIR]... [--event-log PATH] [--threads N] [--window N]\n"
+    "                      [--output FIELD[:VERSION]]... [--all-outputs] [--progress] [--run-id ID]\n"
+    "  kangaroo-worker kernels [--json]\n"
+    "  kangaroo-worker devices\n"
+    "\n"
+    "run writes the plan's result chunks (outputs no task of the plan reads, plus any\n"
+    "--output field) to DIR as s<step>_l<level>_f<field>_v<version>_b<block>.npy (.bin for\n"
+    "opaque bytes) with manifest.json; DIR appears only when the run succeeded.\n"
+    "--seed DIR loads such files into a memory:// dataset.\n";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string read_text(const std::string& path) {
+  const auto bytes = read_file_bytes(path, kMaxDocumentBytes);
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+void print_plan_error(const PlanError& e, const std::string& what) {
+  for (const auto& issue : e.issues()) std::cerr << what << ": " << issue.to_string() << "\n";
+}
+
+// Checks template domains against the RunMeta so `validate --runmeta` catches
+// what a run would reject at expansion (ERR-15).
+std::vector<PlanIssue> check_domains(const Plan& plan, const RunMeta& meta) {
+  std::vector<PlanIssue> issues;
+  for (std::size_t s = 0; s < plan.stages.size(); ++s) {
+    for (std::size_t t = 0; t < plan.stages[s].templates.size(); ++t) {
+      const auto& tm = plan.stages[s].templates[t];
+      const std::string path = "/stages/" + std::to_string(s) + "/templates/" + std::to_string(t) + "/domain";
+      const LevelMeta* lv = meta.find_level(tm.domain.step, tm.domain.level);
+      if (lv == nullptr) {
+        issues.push_back({path, static_cast<int>(s), static_cast<int>(t),
+                          "domain (step " + std::to_string(tm.domain.step) + ", level " + std::to_string(tm.domain.level) +
+                              ") is not in the run metadata (DATA-6)"});
+        continue;
+      }
+      if (tm.plane == Plane::chunk && tm.domain.blocks) {
+        for (auto b : *tm.domain.blocks) {
+          if (b < 0 || static_cast<std::size_t>(b) >= lv->boxes.size()) {
+            issues.push_back({path + "/blocks", static_cast<int>(s), static_cast<int>(t),
+                              "block " + std::to_string(b) + " is out of range (level has " +
+                                  std::to_string(lv->boxes.size()) + " blocks)"});
+          }
+        }
+      }
+    }
+  }
+  return issues;
+}
+
+int cmd_validate(const std::vector<std::string>& args) {
+  std::string plan_path;
+  std::string runmeta_path;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--runmeta" && i + 1 < args.size()) runmeta_path = args[++i];
+    else if (!args[i].empty() && args[i][0] != '-' && plan_path.empty()) plan_path = args[i];
+    else throw UsageError("validate: unexpected argument '" + args[i] + "'");
+  }
+  if (plan_path.empty()) throw UsageError("validate: missing PLAN.json");
+  const std::string text = read_text(plan_path);
+  KernelRegistry registry;
+  register_default_kernels(registry);
+  std::vector<PlanIssue> issues;
+  std::optional<Plan> plan;
+  try {
+    plan = decode_plan(text);
+    prepare_plan(*plan, registry);
+  } catch (const PlanError& e) {
+    issues.insert(issues.end(), e.issues().begin(), e.issues().end());
+  }
+  if (!runmeta_path.empty()) {
+    try {
+      const RunMeta meta = decode_runmeta(read_text(runmeta_path));
+      if (plan) {
+        auto more = check_domains(*plan, meta);
+        issues.insert(issues.end(), more.begin(), more.end());
+      }
+    } catch (const PlanError& e) {
+      for (const auto& i : e.issues()) std::cerr << runmeta_path << ": " << i.to_string() << "\n";
+      if (issues.empty()) return 2;
+    }
+  }
+  if (!issues.empty()) {
+    for (const auto& i : issues) std::cerr << plan_path << ": " << i.to_string() << "\n";
+    return 2;
+  }
+  std::size_t templates = 0;
+  for (const auto& st : plan->stages) templates += st.templates.size();
+  std::cout << plan_path << ": valid (" << plan->stages.size() << " stages, " << templates << " templates)\n";
+  return 0;
+}
+
+std::pair<std::int32_t, std::int32_t> parse_output_selector(const std::string& s) {
+  const auto colon = s.find(':');
+  try {
+    std::size_t used = 0;
+    const int field = std::stoi(s.substr(0, colon), &used);
+    if (used != (colon == std::string::npos ? s.size() : colon)) throw std::invalid_argument(s);
+    int version = -1;
+    if (colon != std::string::npos) version = std::stoi(s.substr(colon + 1));
+    return {field, version};
+  } catch (const std::exception&) {
+    throw UsageError("--output expects FIELD or FIELD:VERSION, got '" + s + "'");
+  }
+}
+
+int parse_positive(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t used = 0;
+    const int n = std::stoi(v, &used);
+    if (used != v.size() || n < 1) throw std::invalid_argument(v);
+    return n;
+  } catch (const std::exception&) {
+    throw UsageError(flag + " expects a positive integer, got '" + v + "'");
+  }
+}
+
+int cmd_run(const std::vector<std::string>& args) {
+  std::string plan_path, runmeta_path, dataset_uri, out_dir, event_log, run_id = "run";
+  std::vector<std::string> seeds;
+  std::vector<std::pair<std::int32_t, std::int32_t>> selectors;
+  bool all_outputs = false;
+  bool progress = false;
+  ExecOptions opt;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= args.size()) throw UsageError(a + " needs a value");
+      return args[++i];
+    };
+    if (a == "--plan") plan_path = value();
+    else if (a == "--runmeta") runmeta_path = value();
+    else if (a == "--dataset") dataset_uri = value();
+    else if (a == "--out") out_dir = value();
+    else if (a == "--seed") seeds.push_back(value());
+    else if (a == "--event-log") event_log = value();
+    else if (a == "--threads") opt.threads = parse_positive(a, value());
+    else if (a == "--window") opt.max_active_tasks = static_cast<std::size_t>(parse_positive(a, value()));
+    else if (a == "--output") selectors.push_back(parse_output_selector(value()));
+    else if (a == "--all-outputs") all_outputs = true;
+    else if (a == "--progress") progress = true;
+    else if (a == "--run-id") run_id = value();
+    else throw UsageError("run: unexpected argument '" + a + "'");
+  }
+  if (plan_path.empty() || runmeta_path.empty() || dataset_uri.empty() || out_dir.empty()) {
+    throw UsageError("run: --plan, --runmeta, --dataset and --out are required");
+  }
+  std::error_code ec;
+  if (fs::exists(out_dir, ec) && !(fs::is_directory(out_dir, ec) && fs::is_empty(out_dir, ec))) {
+    throw UsageError("output directory '" + out_dir + "' already exists and is not empty; choose a new --out");
+  }
+
+  KernelRegistry registry;
+  register_default_kernels(registry);
+  PreparedPlan prepared;
+  RunMeta meta;
+  try {
+    prepared = prepare_plan(decode_plan(read_text(plan_path)), registry);
+  } catch (const PlanError& e) {
+    print_plan_error(e, plan_path);
+    return 2;
+  }
+  try {
+    meta = decode_runmeta(read_text(runmeta_path));
+  } catch (const PlanError& e) {
+    print_plan_error(e, runmeta_path);
+    return 2;
+  }
+
+  auto dataset = open_dataset_uri(dataset_uri);
+  if (!seeds.empty()) {
+    auto* mem = dynamic_cast<MemoryDataset*>(dataset.get());
+    if (mem == nullptr) throw UsageError("--seed needs a memory:// dataset");
+    for (const auto& dir : seeds) {
+      const auto n = mem->seed_from_directory(dir);
+      std::cerr << "seeded " << n << " chunk(s) from " << dir << "\n";
+    }
+  }
+
+  auto log = EventLog::open(event_log, opt.rank);
+  opt.event_log = log.get();
+  opt.run_id = run_id;
+  opt.keep_all = all_outputs;
+  if (!selectors.empty()) {
+    opt.keep = [selectors](const ChunkId& id) {
+      return std::any_of(selectors.begin(), selectors.end(),
+                         [&](const auto& s) { return s.first == id.field && (s.second < 0 || s.second == id.version); });
+    };
+  }
+  if (progress) {
+    opt.progress = [](std::uint64_t done, std::uint64_t total) {
+      std::fprintf(stderr, "\rprogress: %llu/%llu tasks", static_cast<unsigned long long>(done),
+                   static_cast<unsigned long long>(total));
+      if (done == total) std::fputc('\n', stderr);
+    };
+  }
+
+  Session session(dataset);
+  RunStats stats;
+  const double t0 = EventLog::now();
+  if (log) log->phase("execute", "runtime", "start", t0, 0.0);
+  try {
+    stats = session.run(prepared, meta, opt);
+  } catch (const Error& e) {
+    if (log) log->phase("execute", "runtime", "error", t0, EventLog::now());
+    std::cerr << "run failed: " << e.what() << "\n";
+    return 3;
+  }
+  if (log) log->phase("execute", "runtime", "end", t0, EventLog::now());
+
+  // Outputs become visible only as a whole: write into a staging directory
+  // and rename it into place (LIFE-2).
+  std::vector<ChunkId> produced = stats.produced;
+  std::sort(produced.begin(), produced.end(), [](const ChunkId& a, const ChunkId& b) {
+    return std::tie(a.step, a.level, a.field, a.version, a.block) < std::tie(b.step, b.level, b.field, b.version, b.block);
+  });
+  const fs::path out(out_dir);
+  const fs::path staging = out.string() + ".partial-" + std::to_string(::getpid());
+  fs::remove_all(staging, ec);
+  fs::create_directories(staging);
+  nlohmann::json chunks = nlohmann::json::array();
+  for (const auto& id : produced) {
+    ConstBufferPtr buf = session.retrieve(id);
+    const bool opaque = buf->scalar() == ScalarType::opaque;
+    const std::string file = id.to_string() + (opaque ? ".bin" : ".npy");
+    if (opaque) {
+      write_file_atomic((staging / file).string(), buf->bytes());
+    } else {
+      const auto bytes = encode_npy(*buf);
+      write_file_atomic((staging / file).string(), bytes);
+    }
+    const auto& d = buf->descriptor();
+    std::vector<std::uint64_t> shape(d.extents.begin(), d.extents.begin() + d.rank);
+    chunks.push_back({{"file", file},
+                      {"step", id.step},
+                      {"level", id.level},
+                      {"field", id.field},
+                      {"version", id.version},
+                      {"block", id.block},
+                      {"dtype", scalar_name(d.scalar)},
+                      {"shape", shape},
+                      {"bytes", buf->byte_size()}});
+  }
+  nlohmann::json manifest = {{"schema", "kangaroo.manifest/1"},
+                             {"run_id", run_id},
+                             {"dataset", dataset_uri},
+                             {"tasks_total", stats.tasks_total},
+                             {"tasks_run", stats.tasks_run},
+                             {"stages_run", stats.stages_run},
+                             {"seconds", stats.seconds},
+                             {"chunks", chunks}};
+  const std::string text = manifest.dump(2) + "\n";
+  write_file_atomic((staging / "manifest.json").string(),
+                    std::span(reinterpret_cast<const std::byte*>(text.data()), text.size()));
+  if (fs::exists(out, ec)) fs::remove(out, ec);  // empty directory checked above
+  fs::rename(staging, out, ec);
+  if (ec) {
+    std::cerr << "cannot move results into '" << out_dir << "': " << ec.message() << " (they are in " << staging.string()
+              << ")\n";
+    return 1;
+  }
+  std::cerr << "run ok: " << stats.tasks_run << " task(s), " << stats.stages_run << " stage(s), " << produced.size()
+            << " chunk(s) written to " << out_dir << " in " << stats.seconds << " s\n";
+  return 0;
+}
+
+int cmd_kernels(const std::vector<std::string>& args) {
+  const bool as_json = !args.empty() && args[0] == "--json";
+  KernelRegistry registry;
+  register_default_kernels(registry);
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto* d : registry.list()) {
+    const KernelEntry& e = registry.find(d->name);
+    if (as_json) {
+      list.push_back({{"name", d->name},
+                      {"n_inputs", d->n_inputs},
+                      {"n_outputs", d->n_outputs},
+                      {"needs_neighbors", d->needs_neighbors},
+                      {"params", param_type_name(e.param_type)},
+                      {"implemented", e.implemented}});
+    } else {
+      std::cout << d->name << "\t" << param_type_name(e.param_type) << (e.implemented ? "" : "\t(not implemented in this build)")
+                << "\n";
+    }
+  }
+  if (as_json) std::cout << list.dump(2) << "\n";
+  return 0;
+}
+
+int cmd_devices() {
+  const DeviceStatus s = probe_devices();
+  std::cout << "cuda build: " << (s.built_with_cuda ? "yes" : "no") << "\ndevices: " << s.device_count << "\n"
+            << s.detail << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? 1 : 0;
+  }
+  const std::string cmd = args[0];
+  args.erase(args.begin());
+  try {
+    if (cmd == "validate") return cmd_validate(args);
+    if (cmd == "run") return cmd_run(args);
+    if (cmd == "kernels") return cmd_kernels(args);
+    if (cmd == "devices") return cmd_devices();
+    throw UsageError("unknown command '" + cmd + "'");
+  } catch (const UsageError& e) {
+    std::cerr << "error: " << e.what() << "\n" << kUsage;
+    return 1;
+  } catch (const PlanError& e) {
+    print_plan_error(e, "plan");
+    return 2;
+  } catch (const Error& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,355 @@
+#include "kangaroo/core/buffer.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <type_traits>
+
+namespace kangaroo {
+
+std::size_t scalar_width(ScalarType type) {
+  switch (type) {
+    case ScalarType::opaque: return 1;
+    case ScalarType::u8: return 1;
+    case ScalarType::i64: return 8;
+    case ScalarType::f32: return 4;
+    case ScalarType::f64: return 8;
+  }
+  return 1;
+}
+
+std::string_view scalar_name(ScalarType type) {
+  switch (type) {
+    case ScalarType::opaque: return "opaque";
+    case ScalarType::u8: return "u8";
+    case ScalarType::i64: return "i64";
+    case ScalarType::f32: return "f32";
+    case ScalarType::f64: return "f64";
+  }
+  return "?";
+}
+
+std::optional<ScalarType> parse_scalar(std::string_view tag) {
+  if (tag == "opaque") return ScalarType::opaque;
+  if (tag == "u8" || tag == "uint8") return ScalarType::u8;
+  if (tag == "i64" || tag == "int64") return ScalarType::i64;
+  if (tag == "f32" || tag == "float32") return ScalarType::f32;
+  if (tag == "f64" || tag == "float64") return ScalarType::f64;
+  return std::nullopt;
+}
+
+std::uint64_t checked_mul(std::uint64_t a, std::uint64_t b) {
+  std::uint64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r)) fail(ErrorKind::buffer, "buffer size arithmetic overflows 64 bits");
+  return r;
+}
+
+std::uint64_t checked_add(std::uint64_t a, std::uint64_t b) {
+  std::uint64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r)) fail(ErrorKind::buffer, "buffer size arithmetic overflows 64 bits");
+  return r;
+}
+
+namespace {
+
+Descriptor dense(ScalarType scalar, std::span<const std::uint64_t> extents, bool fortran) {
+  if (extents.empty() || extents.size() > static_cast<std::size_t>(kMaxRank)) {
+    fail(ErrorKind::buffer, "buffer rank must be 1..4 (got " + std::to_string(extents.size()) + ")");
+  }
+  Descriptor d;
+  d.scalar = scalar;
+  d.rank = static_cast<std::uint8_t>(extents.size());
+  std::uint64_t stride = scalar_width(scalar);
+  const int r = d.rank;
+  for (int n = 0; n < r; ++n) {
+    const int a = fortran ? n : r - 1 - n;
+    d.extents[a] = extents[a];
+    if (stride > static_cast<std::uint64_t>(INT64_MAX)) fail(ErrorKind::buffer, "buffer stride overflows int64");
+    d.strides[a] = static_cast<std::int64_t>(stride);
+    stride = checked_mul(stride, std::max<std::uint64_t>(extents[a], 1));
+  }
+  return d;
+}
+
+}  // namespace
+
+Descriptor Descriptor::c_order(ScalarType scalar, std::span<const std::uint64_t> extents) {
+  return dense(scalar, extents, false);
+}
+
+Descriptor Descriptor::fortran_order(ScalarType scalar, std::span<const std::uint64_t> extents) {
+  return dense(scalar, extents, true);
+}
+
+Descriptor Descriptor::opaque_bytes(std::uint64_t nbytes) {
+  const std::uint64_t e[1] = {nbytes};
+  return dense(ScalarType::opaque, e, false);
+}
+
+std::uint64_t Descriptor::element_count() const {
+  std::uint64_t n = 1;
+  for (int a = 0; a < rank; ++a) n = checked_mul(n, extents[a]);
+  return n;
+}
+
+std::uint64_t Descriptor::required_bytes() const {
+  std::uint64_t total = width();
+  for (int a = 0; a < rank; ++a) {
+    if (extents[a] == 0) return 0;
+  }
+  for (int a = 0; a < rank; ++a) {
+    if (strides[a] <= 0) fail(ErrorKind::buffer, "buffer strides must be positive: " + to_string());
+    total = checked_add(total, checked_mul(extents[a] - 1, static_cast<std::uint64_t>(strides[a])));
+  }
+  return total;
+}
+
+bool Descriptor::is_c_contiguous() const {
+  std::uint64_t stride = width();
+  for (int a = rank - 1; a >= 0; --a) {
+    if (extents[a] > 1 && static_cast<std::uint64_t>(strides[a]) != stride) return false;
+    stride *= std::max<std::uint64_t>(extents[a], 1);
+  }
+  return true;
+}
+
+void Descriptor::validate(std::uint64_t stored_bytes) const {
+  if (rank < 1 || rank > kMaxRank) {
+    fail(ErrorKind::buffer, "buffer rank must be 1..4 (got " + std::to_string(rank) + ")");
+  }
+  if (static_cast<unsigned>(scalar) > static_cast<unsigned>(ScalarType::f64)) {
+    fail(ErrorKind::buffer, "unknown buffer scalar tag");
+  }
+  for (int a = rank; a < kMaxRank; ++a) {
+    if (extents[a] != 0 || strides[a] != 0) {
+      fail(ErrorKind::buffer, "axes beyond the rank must have extent and stride 0: " + to_string());
+    }
+  }
+  if (scalar == ScalarType::opaque) {
+    if (rank != 1 || strides[0] != 1) {
+      fail(ErrorKind::buffer, "opaque buffers must be rank 1 with unit stride (BUF-4)");
+    }
+  } else {
+    // BUF-2: axes of extent > 1 sorted by stride must form a dense permutation.
+    std::array<int, kMaxRank> order{};
+    int m = 0;
+    for (int a = 0; a < rank; ++a) {
+      if (strides[a] <= 0) fail(ErrorKind::buffer, "buffer strides must be positive: " + to_string());
+      if (extents[a] > 1) order[m++] = a;
+    }
+    // Insertion sort of at most four axes (std::sort here trips a GCC 12
+    // array-bounds false positive).
+    for (int x = 1; x < m; ++x) {
+      for (int y = x; y > 0 && strides[order[y]] < strides[order[y - 1]]; --y) std::swap(order[y], order[y - 1]);
+    }
+    std::uint64_t expect = width();
+    for (int n = 0; n < m; ++n) {
+      const int a = order[n];
+      if (static_cast<std::uint64_t>(strides[a]) != expect) {
+        fail(ErrorKind::buffer, "buffer strides are not a dense permutation: " + to_string());
+      }
+      expect = checked_mul(expect, extents[a]);
+    }
+  }
+  const std::uint64_t need = required_bytes();
+  if (need != stored_bytes) {
+    fail(ErrorKind::buffer, "buffer descriptor " + to_string() + " needs " + std::to_string(need) +
+                                " bytes but storage holds " + std::to_string(stored_bytes));
+  }
+}
+
+std::string Descriptor::to_string() const {
+  std::string s(scalar_name(scalar));
+  s += "(";
+  for (int a = 0; a < rank; ++a) {
+    if (a) s += ", ";
+    s += std::to_string(extents[a]);
+  }
+  s += ")";
+  return s;
+}
+
+bool Descriptor::same_layout(const Descriptor& o) const {
+  return scalar == o.scalar && rank == o.rank && extents == o.extents && strides == o.strides;
+}
+
+Storage::~Storage() {
+  if (deleter_ != nullptr) deleter_(data_, size_);
+}
+
+namespace {
+void free_host(std::byte* p, std::size_t) { std::free(p); }
+}  // namespace
+
+std::shared_ptr<Storage> Storage::allocate_host(std::size_t size, InitPolicy init) {
+  // Always hand out a valid pointer, even for empty buffers, so views never
+  // see nullptr arithmetic.
+  const std::size_t n = size == 0 ? 1 : size;
+  void* p = init == InitPolicy::zero ? std::calloc(n, 1) : std::malloc(n);
+  if (p == nullptr) {
+    fail(ErrorKind::buffer, "host allocation of " + std::to_string(size) + " bytes failed");
+  }
+  return std::make_shared<Storage>(static_cast<std::byte*>(p), size, MemoryLocation::host, &free_host);
+}
+
+BufferPtr Buffer::allocate(const Descriptor& desc, InitPolicy init) {
+  const std::uint64_t bytes = desc.required_bytes();
+  desc.validate(bytes);
+  BufferPtr b(new Buffer());
+  b->desc_ = desc;
+  b->storage_ = Storage::allocate_host(bytes, init);
+  b->allocated_bytes_ = bytes;
+  return b;
+}
+
+BufferPtr Buffer::allocate_dynamic(ScalarType scalar, std::uint64_t capacity, InitPolicy init) {
+  const std::uint64_t bytes = checked_mul(capacity, scalar_width(scalar));
+  BufferPtr b(new Buffer());
+  const std::uint64_t zero[1] = {0};
+  b->desc_ = Descriptor::c_order(scalar, zero);
+  b->storage_ = Storage::allocate_host(bytes, init);
+  b->allocated_bytes_ = bytes;
+  b->capacity_ = capacity;
+  b->dynamic_ = true;
+  return b;
+}
+
+BufferPtr Buffer::wrap(const Descriptor& desc, std::shared_ptr<Storage> storage,
+                       std::uint64_t byte_offset, std::uint64_t byte_count) {
+  desc.validate(byte_count);
+  if (!storage || checked_add(byte_offset, byte_count) > storage->size()) {
+    fail(ErrorKind::buffer, "buffer view exceeds its storage");
+  }
+  BufferPtr b(new Buffer());
+  b->desc_ = desc;
+  b->storage_ = std::move(storage);
+  b->offset_ = byte_offset;
+  b->allocated_bytes_ = byte_count;
+  return b;
+}
+
+BufferPtr Buffer::from_bytes(const Descriptor& desc, std::span<const std::byte> bytes) {
+  desc.validate(bytes.size());
+  auto storage = Storage::allocate_host(bytes.size(), InitPolicy::uninitialized);
+  if (!bytes.empty()) std::memcpy(storage->data(), bytes.data(), bytes.size());
+  return wrap(desc, std::move(storage), 0, bytes.size());
+}
+
+void Buffer::commit(std::uint64_t n) {
+  if (!dynamic_) fail(ErrorKind::buffer, "commit on a buffer that is not dynamic (BUF-6)");
+  if (desc_.rank != 1) fail(ErrorKind::buffer, "commit requires a rank-1 buffer (BUF-6)");
+  if (committed_) fail(ErrorKind::buffer, "dynamic buffer committed twice (BUF-6)");
+  if (n > capacity_) {
+    fail(ErrorKind::buffer, "dynamic commit of " + std::to_string(n) +
+                                " elements exceeds capacity " + std::to_string(capacity_));
+  }
+  desc_.extents[0] = n;
+  committed_ = true;
+}
+
+std::span<const std::byte> Buffer::bytes() const {
+  return {storage_->data() + offset_, static_cast<std::size_t>(byte_size())};
+}
+
+std::byte* Buffer::mutable_data() { return storage_->data() + offset_; }
+const std::byte* Buffer::data() const { return storage_->data() + offset_; }
+
+void Buffer::check_view(ScalarType expected, int expected_rank) const {
+  if (desc_.scalar == ScalarType::opaque) {
+    fail(ErrorKind::buffer, "numeric view of an opaque buffer is not allowed (BUF-4)");
+  }
+  if (desc_.scalar != expected) {
+    fail(ErrorKind::buffer, "typed view requests " + std::string(scalar_name(expected)) +
+                                " but the buffer holds " + desc_.to_string() + " (BUF-5)");
+  }
+  if (expected_rank >= 0 && desc_.rank != expected_rank) {
+    fail(ErrorKind::buffer, "typed view requests rank " + std::to_string(expected_rank) +
+                                " but the buffer is " + desc_.to_string() + " (BUF-5)");
+  }
+}
+
+namespace {
+// Byte offset of C-order linear index p under the descriptor's strides.
+std::uint64_t linear_offset(const Descriptor& d, std::uint64_t p) {
+  std::uint64_t off = 0;
+  for (int a = d.rank - 1; a >= 0; --a) {
+    const std::uint64_t e = d.extents[a];
+    off += (p % e) * static_cast<std::uint64_t>(d.strides[a]);
+    p /= e;
+  }
+  return off;
+}
+}  // namespace
+
+double Buffer::element_as_double(std::uint64_t p) const {
+  const std::byte* at = data() + linear_offset(desc_, p);
+  switch (desc_.scalar) {
+    case ScalarType::u8: return static_cast<double>(*reinterpret_cast<const std::uint8_t*>(at));
+    case ScalarType::i64: {
+      std::int64_t v;
+      std::memcpy(&v, at, 8);
+      return static_cast<double>(v);
+    }
+    case ScalarType::f32: {
+      float v;
+      std::memcpy(&v, at, 4);
+      return v;
+    }
+    case ScalarType::f64: {
+      double v;
+      std::memcpy(&v, at, 8);
+      return v;
+    }
+    case ScalarType::opaque: break;
+  }
+  fail(ErrorKind::buffer, "numeric access to an opaque buffer is not allowed (BUF-4)");
+}
+
+namespace {
+template <class T>
+void store_as(std::byte* at, double v) {
+  if constexpr (std::is_integral_v<T>) {
+    // Out-of-range float-to-integer casts are undefined; saturate instead.
+    if (!(v == v)) v = 0.0;
+    v = std::clamp(v, static_cast<double>(std::numeric_limits<T>::lowest()),
+                   static_cast<double>(std::numeric_limits<T>::max()));
+    if (v >= 9.2233720368547758e18) v = 9.2233720368547748e18;
+  }
+  const T t = static_cast<T>(v);
+  std::memcpy(at, &t, sizeof(T));
+}
+}  // namespace
+
+void copy_convert(const Buffer& src, Buffer& dst) {
+  const Descriptor& s = src.descriptor();
+  const Descriptor& d = dst.descriptor();
+  if (s.scalar == ScalarType::opaque || d.scalar == ScalarType::opaque) {
+    fail(ErrorKind::buffer, "cannot value-copy opaque buffers (BUF-8)");
+  }
+  if (s.rank != d.rank || s.extents != d.extents) {
+    fail(ErrorKind::buffer, "value copy needs equal rank and extents: " + s.to_string() + " -> " +
+                                d.to_string() + " (BUF-8)");
+  }
+  const std::uint64_t n = s.element_count();
+  std::byte* base = dst.mutable_data();
+  for (std::uint64_t p = 0; p < n; ++p) {
+    // i64 -> i64 must not round-trip through double; keep it exact.
+    std::byte* at = base + linear_offset(d, p);
+    if (s.scalar == ScalarType::i64 && d.scalar == ScalarType::i64) {
+      std::memcpy(at, src.data() + linear_offset(s, p), 8);
+      continue;
+    }
+    const double v = src.element_as_double(p);
+    switch (d.scalar) {
+      case ScalarType::u8: store_as<std::uint8_t>(at, v); break;
+      case ScalarType::i64: store_as<std::int64_t>(at, v); break;
+      case ScalarType::f32: store_as<float>(at, v); break;
+      case ScalarType::f64: store_as<double>(at, v); break;
+      case ScalarType::opaque: break;
+    }
+  }
+}
+
+}  // namespace kangaroo

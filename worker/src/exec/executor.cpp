@@ -1,0 +1,923 @@
+#include "kangaroo/exec/executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "kangaroo/core/plan_json.h"
+#include "neighbors.h"
+
+namespace kangaroo {
+
+namespace {
+
+enum class StageStatus : std::uint8_t { waiting, active, done, failed };
+
+// How a task's block maps to the block an input is read at (DOM-1..4).
+enum class BlockMode : std::uint8_t { task_block, fixed_block, listed };
+
+struct InputPlan {
+  std::int32_t step = 0;
+  std::int16_t level = 0;
+  std::int32_t field = 0;
+  std::int32_t version = 0;
+  BlockMode mode = BlockMode::task_block;
+  std::int32_t fixed = 0;
+  const std::vector<std::int32_t>* listed = nullptr;
+};
+
+struct TemplateInfo {
+  const TaskTemplate* tmpl = nullptr;
+  const KernelEntry* entry = nullptr;
+  const StepMeta* step = nullptr;
+  const LevelMeta* level = nullptr;
+  std::int64_t task_count = 0;
+  std::span<const IndexBox> covered;
+  std::vector<InputPlan> inputs;
+  std::vector<std::int32_t> halo_inputs;  // distinct, first-occurrence (NBR-2)
+  bool resolved = false;
+};
+
+struct Task {
+  std::int32_t stage = 0;
+  std::int32_t tmpl = 0;
+  std::int64_t index = 0;  // block position (chunk) or group (graph)
+  std::int32_t block = 0;  // task block or group output block
+  std::uint32_t pending = 0;
+  std::uint32_t n_inputs = 0;  // reads[0..n_inputs) are kernel inputs, the rest neighbors
+  bool empty_group = false;
+  std::vector<ConstBufferPtr> reads;
+  std::vector<ChunkId> read_ids;
+  std::vector<std::uint32_t> to_load;  // read slots to fetch from the dataset
+  std::vector<NeighborSlot> neighbor_slots;
+  std::vector<BufferPtr> outputs;
+  std::exception_ptr error;
+  std::uint64_t accounted = 0;  // footprint counted in live_task_bytes
+
+  std::uint64_t footprint() const {
+    return sizeof(Task) + reads.capacity() * sizeof(ConstBufferPtr) + read_ids.capacity() * sizeof(ChunkId) +
+           to_load.capacity() * 4 + neighbor_slots.capacity() * sizeof(NeighborSlot) +
+           outputs.capacity() * sizeof(BufferPtr);
+  }
+};
+
+struct ProducerRef {
+  std::int32_t stage = 0;
+  std::int32_t tmpl = 0;
+};
+
+struct FieldKey {
+  std::int32_t step;
+  std::int16_t level;
+  std::int32_t field;
+  std::int32_t version;
+  bool operator==(const FieldKey&) const = default;
+};
+struct FieldKeyHash {
+  std::size_t operator()(const FieldKey& k) const noexcept {
+    return ChunkIdHash{}(ChunkId{k.step, k.level, k.field, k.version, 0});
+  }
+};
+
+struct ReadCount {
+  std::uint32_t remaining = 0;
+  bool run_owned = false;  // this run put the value into the store
+};
+
+// Approximate heap bytes of one unordered_map node holding (ChunkId, ReadCount).
+constexpr std::uint64_t kCountNodeBytes = 64;
+
+std::string where(const Plan& plan, int s, int t) {
+  std::string w = "stage " + std::to_string(s) + " ('" + plan.stages[static_cast<std::size_t>(s)].name + "')";
+  if (t >= 0) {
+    w += " template " + std::to_string(t) + " ('" +
+         plan.stages[static_cast<std::size_t>(s)].templates[static_cast<std::size_t>(t)].name + "')";
+  }
+  return w;
+}
+
+}  // namespace
+
+struct Executor::Impl {
+  const PreparedPlan& prepared;
+  const Plan& plan;
+  const RunMeta& meta;
+  Dataset* dataset;
+  ChunkStore& store;
+  ExecOptions opt;
+
+  std::mutex mu;
+  std::condition_variable cv;
+
+  struct StageState {
+    std::int32_t remaining_after = 0;
+    StageStatus status = StageStatus::waiting;
+    std::int32_t cursor_tmpl = 0;
+    std::int64_t cursor_index = 0;
+    std::int64_t outstanding = 0;
+    std::int64_t parked = 0;  // tasks of this stage waiting for a chunk
+    bool expanded = false;
+  };
+  std::vector<StageState> stages;
+  std::vector<std::vector<TemplateInfo>> infos;
+  std::vector<int> active;  // stages being expanded, in activation order
+  std::deque<Task*> runnable;
+  std::vector<std::unique_ptr<Task>> task_pool;
+  std::vector<Task*> free_tasks;
+  std::unordered_map<ChunkId, ReadCount, ChunkIdHash> counts;
+  std::unordered_map<FieldKey, std::vector<ProducerRef>, FieldKeyHash> producers;
+  std::unordered_set<std::uint64_t> retained_keys;
+  std::vector<ChunkId> retained;
+  NeighborIndex neighbor_index;
+  enum class ReadKind : std::uint8_t { ready, load, wait };
+  std::vector<ReadKind> read_kinds;
+
+  std::size_t running = 0;
+  std::size_t waiting = 0;
+  std::size_t idle_workers = 0;
+  std::size_t stages_done = 0;
+  std::uint64_t live_task_bytes = 0;
+  std::exception_ptr first_error;
+  RunStats stats;
+  std::uint64_t done_tasks = 0;
+  std::size_t window = 0;
+
+  Impl(const PreparedPlan& p, const RunMeta& m, Dataset* d, ChunkStore& s, ExecOptions o)
+      : prepared(p), plan(p.plan), meta(m), dataset(d), store(s), opt(std::move(o)) {}
+
+  // ---- preparation -------------------------------------------------------
+
+  [[noreturn]] void stage_fail(int s, int t, const std::string& msg) {
+    fail(ErrorKind::invalid_plan, where(plan, s, t) + ": " + msg);
+  }
+
+  // EXEC-1, EXEC-3, RED-6, DOM-4/5 and domain resolution (ERR-15): checked
+  // when a stage is expanded.
+  void resolve_stage(int s) {
+    const Stage& st = plan.stages[static_cast<std::size_t>(s)];
+    auto& list = infos[static_cast<std::size_t>(s)];
+    for (std::size_t t = 0; t < st.templates.size(); ++t) {
+      TemplateInfo& info = list[t];
+      if (info.resolved) continue;
+      const TaskTemplate& tm = st.templates[t];
+      const int ti = static_cast<int>(t);
+      if (st.plane == Plane::mixed || tm.plane == Plane::mixed) stage_fail(s, ti, "unsupported execution plane");
+      if (st.plane == Plane::chunk && tm.plane != Plane::chunk) stage_fail(s, ti, "chunk stage requires chunk templates");
+      if (st.plane == Plane::graph && tm.plane != Plane::graph) stage_fail(s, ti, "graph stage requires graph templates");
+      info.tmpl = &tm;
+      info.entry = prepared.entries[static_cast<std::size_t>(s)][t];
+      info.step = meta.find_step(tm.domain.step);
+      if (info.step == nullptr) {
+        stage_fail(s, ti, "domain step " + std::to_string(tm.domain.step) + " is not in the run metadata (DATA-6)");
+      }
+      if (tm.domain.level < 0 || static_cast<std::size_t>(tm.domain.level) >= info.step->levels.size()) {
+        stage_fail(s, ti, "domain level " + std::to_string(tm.domain.level) + " is not in step " +
+                              std::to_string(tm.domain.step) + " of the run metadata (DATA-6)");
+      }
+      info.level = &info.step->levels[static_cast<std::size_t>(tm.domain.level)];
+      const auto nblocks = static_cast<std::int64_t>(info.level->boxes.size());
+      if (tm.plane == Plane::chunk) {
+        if (tm.outputs.empty()) stage_fail(s, ti, "templates must specify outputs");
+        if (tm.domain.blocks) {
+          for (auto b : *tm.domain.blocks) {
+            if (b < 0 || b >= nblocks) {
+              stage_fail(s, ti, "domain block " + std::to_string(b) + " is out of range for level " +
+                                    std::to_string(tm.domain.level) + " with " + std::to_string(nblocks) + " blocks");
+            }
+          }
+          info.task_count = static_cast<std::int64_t>(tm.domain.blocks->size());
+        } else {
+          info.task_count = nblocks;
+        }
+      } else {
+        if (tm.deps.kind != DepKind::none) stage_fail(s, ti, "graph tasks do not support deps");
+        if (tm.inputs.empty() || tm.outputs.empty()) stage_fail(s, ti, "graph templates must specify inputs and outputs");
+        if (!tm.graph_reduce) stage_fail(s, ti, "graph template requires graph_reduce");
+        info.task_count = tm.graph_reduce->group_count();
+      }
+      info.inputs.clear();
+      for (const auto& in : tm.inputs) {
+        InputPlan ip;
+        ip.field = in.field;
+        ip.version = in.version;
+        ip.step = tm.domain.step;
+        ip.level = static_cast<std::int16_t>(tm.domain.level);
+        if (in.domain) {
+          ip.step = in.domain->step;
+          ip.level = static_cast<std::int16_t>(in.domain->level);
+          if (meta.find_level(ip.step, ip.level) == nullptr) {
+            stage_fail(s, ti, "input domain (step " + std::to_string(ip.step) + ", level " + std::to_string(ip.level) +
+                                  ") is not in the run metadata (DATA-6)");
+          }
+          if (tm.plane == Plane::chunk && in.domain->blocks) {
+            const auto& bl = *in.domain->blocks;
+            if (bl.empty()) stage_fail(s, ti, "input domain blocks must be non-empty");
+            if (bl.size() == 1) {
+              ip.mode = BlockMode::fixed_block;
+              ip.fixed = bl.front();
+            } else {
+              ip.mode = BlockMode::listed;
+              ip.listed = &bl;
+            }
+          }
+        }
+        info.inputs.push_back(ip);
+      }
+      info.halo_inputs.clear();
+      if (tm.deps.kind == DepKind::face_neighbors) {
+        if (tm.inputs.empty()) stage_fail(s, ti, "FaceNeighbors dependencies require at least one input");
+        for (auto h : tm.deps.halo_inputs) {
+          if (h < 0 || static_cast<std::size_t>(h) >= tm.inputs.size()) {
+            stage_fail(s, ti, "halo_inputs entry " + std::to_string(h) + " is out of range");
+          }
+          if (std::find(info.halo_inputs.begin(), info.halo_inputs.end(), h) == info.halo_inputs.end()) {
+            info.halo_inputs.push_back(h);
+          }
+        }
+        if (info.halo_inputs.empty()) info.halo_inputs.push_back(0);
+      }
+      info.covered = {};
+      if (param_type_has_coverage(param_type_of(tm.params)) && tm.covered_boxes_ref >= 0) {
+        info.covered = plan.shared_covered_boxes[static_cast<std::size_t>(tm.covered_boxes_ref)];
+      }
+      info.resolved = true;
+    }
+  }
+
+  std::int32_t task_block(const TemplateInfo& info, std::int64_t index) const {
+    const TaskTemplate& tm = *info.tmpl;
+    if (tm.plane == Plane::graph) return tm.graph_reduce->output_block(index);
+    return tm.domain.blocks ? (*tm.domain.blocks)[static_cast<std::size_t>(index)] : static_cast<std::int32_t>(index);
+  }
+
+  // Appends the chunk identities a task reads, in kernel order (RED-5),
+  // then its neighbor reads. Returns false for an empty graph group.
+  void task_reads(int s, int t, const TemplateInfo& info, std::int64_t index, std::int32_t block,
+                  std::vector<ChunkId>& ids, std::vector<NeighborSlot>* slots) {
+    const TaskTemplate& tm = *info.tmpl;
+    if (tm.plane == Plane::graph) {
+      const auto& g = *tm.graph_reduce;
+      const auto [start, end] = g.group_range(index);
+      for (const auto& ip : info.inputs) {
+        for (std::int64_t p = start; p < end; ++p) {
+          ids.push_back({ip.step, ip.level, ip.field, ip.version, g.input_block(p)});
+        }
+      }
+      return;
+    }
+    for (const auto& ip : info.inputs) {
+      std::int32_t b = block;
+      if (ip.mode == BlockMode::fixed_block) {
+        b = ip.fixed;
+      } else if (ip.mode == BlockMode::listed) {
+        if (std::find(ip.listed->begin(), ip.listed->end(), block) == ip.listed->end()) {
+          fail(ErrorKind::invalid_plan, where(plan, s, t) + " block " + std::to_string(block) +
+                                            ": task block not in input domain blocks");
+        }
+      }
+      ids.push_back({ip.step, ip.level, ip.field, ip.version, b});
+    }
+    if (tm.deps.kind == DepKind::face_neighbors && tm.deps.width > 0) {
+      for (auto h : info.halo_inputs) {
+        const InputPlan& ip = info.inputs[static_cast<std::size_t>(h)];
+        const LevelMeta* lv = meta.find_level(ip.step, ip.level);
+        for (int face = 0; face < 6; ++face) {
+          if (!tm.deps.faces[static_cast<std::size_t>(face)]) continue;
+          const auto& found = neighbor_index.collect(ip.step, ip.level, *lv, block, face, tm.deps.width);
+          for (auto nb : found) {
+            if (slots != nullptr) slots->push_back({h, face, nb});
+            ids.push_back({ip.step, ip.level, ip.field, ip.version, nb});
+          }
+        }
+      }
+    }
+  }
+
+  void build_indexes() {
+    const std::size_t n = plan.stages.size();
+    stages.assign(n, {});
+    infos.resize(n);
+    for (std::size_t s = 0; s < n; ++s) {
+      stages[s].remaining_after = static_cast<std::int32_t>(plan.stages[s].after.size());
+      infos[s].resize(plan.stages[s].templates.size());
+    }
+    // Producer index (EXEC-7) and consumer counts over the whole DAG.
+    std::vector<ChunkId> ids;
+    for (std::size_t s = 0; s < n; ++s) {
+      const Stage& st = plan.stages[s];
+      for (std::size_t t = 0; t < st.templates.size(); ++t) {
+        const TaskTemplate& tm = st.templates[t];
+        for (const auto& o : tm.outputs) {
+          producers[FieldKey{tm.domain.step, static_cast<std::int16_t>(tm.domain.level), o.field, o.version}].push_back(
+              {static_cast<std::int32_t>(s), static_cast<std::int32_t>(t)});
+        }
+        // A template that cannot resolve fails when its stage is expanded;
+        // it contributes no reads here.
+        if (t == 0) resolve_stage_quiet(static_cast<int>(s));
+        const TemplateInfo& probe = infos[s][t];
+        if (!probe.resolved) continue;
+        for (std::int64_t i = 0; i < probe.task_count; ++i) {
+          ids.clear();
+          const std::int32_t block = task_block(probe, i);
+          try {
+            task_reads(static_cast<int>(s), static_cast<int>(t), probe, i, block, ids, nullptr);
+          } catch (const Error&) {
+            continue;  // reported when the task runs
+          }
+          for (const auto& id : ids) ++counts[id].remaining;
+        }
+        stats.tasks_total += static_cast<std::uint64_t>(probe.task_count);
+      }
+    }
+  }
+
+  void resolve_stage_quiet(int s) {
+    try {
+      resolve_stage(s);
+    } catch (const Error&) {
+      // Left unresolved; the error is raised again when the stage starts.
+    }
+  }
+
+  bool may_produce(const ChunkId& id) const {
+    auto it = producers.find(FieldKey{id.step, id.level, id.field, id.version});
+    if (it == producers.end()) return false;
+    for (const auto& p : it->second) {
+      const auto status = stages[static_cast<std::size_t>(p.stage)].status;
+      if (status == StageStatus::done || status == StageStatus::failed) continue;
+      const TaskTemplate& tm = plan.stages[static_cast<std::size_t>(p.stage)].templates[static_cast<std::size_t>(p.tmpl)];
+      if (tm.plane == Plane::graph) {
+        if (!tm.graph_reduce) continue;
+        const auto& g = *tm.graph_reduce;
+        if (!g.output_blocks.empty()) {
+          if (std::find(g.output_blocks.begin(), g.output_blocks.end(), id.block) != g.output_blocks.end()) return true;
+        } else if (id.block >= g.output_base && id.block < g.output_base + g.group_count()) {
+          return true;
+        }
+      } else if (tm.domain.blocks) {
+        if (std::find(tm.domain.blocks->begin(), tm.domain.blocks->end(), id.block) != tm.domain.blocks->end()) return true;
+      } else {
+        const LevelMeta* lv = meta.find_level(tm.domain.step, tm.domain.level);
+        if (lv != nullptr && id.block >= 0 && static_cast<std::size_t>(id.block) < lv->boxes.size()) return true;
+      }
+    }
+    return false;
+  }
+
+  // ---- scheduling (called with `mu` held) --------------------------------
+
+  void record_error(std::exception_ptr e) {
+    if (!first_error) first_error = e;
+  }
+
+  void activate(int s) {
+    StageState& st = stages[static_cast<std::size_t>(s)];
+    st.status = StageStatus::active;
+    try {
+      resolve_stage(s);
+    } catch (...) {
+      st.status = StageStatus::failed;
+      record_error(std::current_exception());
+      return;
+    }
+    active.push_back(s);
+    if (opt.event_log != nullptr) {
+      const double now = EventLog::now();
+      opt.event_log->phase("stage:" + plan.stages[static_cast<std::size_t>(s)].name, "stage", "start", now, 0.0);
+    }
+  }
+
+  void finish_stage(int s) {
+    StageState& st = stages[static_cast<std::size_t>(s)];
+    st.status = StageStatus::done;
+    ++stages_done;
+    ++stats.stages_run;
+    if (opt.event_log != nullptr) {
+      const double now = EventLog::now();
+      opt.event_log->phase("stage:" + plan.stages[static_cast<std::size_t>(s)].name, "stage", "end", now, now);
+    }
+    for (int d : prepared.dependents[static_cast<std::size_t>(s)]) {
+      if (--stages[static_cast<std::size_t>(d)].remaining_after == 0 && !first_error) activate(d);
+    }
+  }
+
+  Task* new_task() {
+    Task* t;
+    if (!free_tasks.empty()) {
+      t = free_tasks.back();
+      free_tasks.pop_back();
+    } else {
+      task_pool.push_back(std::make_unique<Task>());
+      t = task_pool.back().get();
+    }
+    return t;
+  }
+
+  void account(Task* t) {
+    const std::uint64_t f = t->footprint();
+    live_task_bytes = live_task_bytes + f - t->accounted;
+    t->accounted = f;
+  }
+
+  void recycle(Task* t) {
+    live_task_bytes -= t->accounted;
+    t->accounted = 0;
+    t->reads.clear();
+    t->read_ids.clear();
+    t->to_load.clear();
+    t->neighbor_slots.clear();
+    t->outputs.clear();
+    t->error = nullptr;
+    t->pending = 0;
+    t->empty_group = false;
+    free_tasks.push_back(t);
+  }
+
+  void update_peaks() {
+    const std::uint64_t meta_bytes = live_task_bytes + counts.size() * kCountNodeBytes;
+    stats.peak_metadata_bytes = std::max(stats.peak_metadata_bytes, meta_bytes);
+    stats.peak_active_tasks = std::max(stats.peak_active_tasks, running + runnable.size());
+    stats.peak_waiting_tasks = std::max(stats.peak_waiting_tasks, waiting);
+  }
+
+  // Expands the next task of an active stage; nullptr when none can be made.
+  // A stage whose tasks keep parking yields to the other active stages, so
+  // producers listed later still run (EXEC-8) and parked tasks stay near the
+  // window size instead of growing with the plan.
+  Task* expand_one() {
+    bool allow_over_cap = false;
+    for (std::size_t a = 0;; ) {
+      if (a >= active.size()) {
+        if (allow_over_cap || active.empty()) return nullptr;
+        // Every stage is over its parking cap: expanding further is the
+        // only way to reach a producer, so lift the cap for one pass.
+        allow_over_cap = true;
+        a = 0;
+        if (!any_runnable_elsewhere()) continue;
+        return nullptr;
+      }
+      const int s = active[a];
+      StageState& st = stages[static_cast<std::size_t>(s)];
+      if (!allow_over_cap && st.parked >= parked_cap()) {
+        ++a;
+        continue;
+      }
+      auto& list = infos[static_cast<std::size_t>(s)];
+      while (st.cursor_tmpl < static_cast<std::int32_t>(list.size()) &&
+             st.cursor_index >= list[static_cast<std::size_t>(st.cursor_tmpl)].task_count) {
+        ++st.cursor_tmpl;
+        st.cursor_index = 0;
+      }
+      if (st.cursor_tmpl >= static_cast<std::int32_t>(list.size())) {
+        st.expanded = true;
+        active.erase(active.begin() + static_cast<std::ptrdiff_t>(a));
+        if (st.outstanding == 0) finish_stage(s);
+        continue;
+      }
+      const int t = st.cursor_tmpl;
+      const TemplateInfo& info = list[static_cast<std::size_t>(t)];
+      const std::int64_t index = st.cursor_index++;
+      Task* task = new_task();
+      task->stage = s;
+      task->tmpl = t;
+      task->index = index;
+      task->block = task_block(info, index);
+      ++st.outstanding;
+      try {
+        task_reads(s, t, info, index, task->block, task->read_ids, &task->neighbor_slots);
+      } catch (...) {
+        task->error = std::current_exception();
+        account(task);
+        return task;
+      }
+      task->n_inputs = static_cast<std::uint32_t>(task->read_ids.size() - task->neighbor_slots.size());
+      if (info.tmpl->plane == Plane::graph) {
+        const auto [b, e] = info.tmpl->graph_reduce->group_range(index);
+        task->empty_group = b >= e;
+      }
+      task->reads.resize(task->read_ids.size());
+      // Classify every read first so a task that cannot run never leaves a
+      // waiter behind (EXEC-6).
+      read_kinds.assign(task->read_ids.size(), ReadKind::ready);
+      for (std::uint32_t r = 0; r < task->read_ids.size() && !task->error; ++r) {
+        const ChunkId& id = task->read_ids[r];
+        if (ConstBufferPtr v = store.find(id)) {
+          task->reads[r] = std::move(v);
+        } else if (dataset != nullptr && dataset->has_chunk(id)) {
+          read_kinds[r] = ReadKind::load;
+        } else if (may_produce(id)) {
+          read_kinds[r] = ReadKind::wait;
+        } else {
+          task->error = std::make_exception_ptr(Error(
+              ErrorKind::not_found, where(plan, s, t) + " block " + std::to_string(task->block) +
+                                        ": chunk is not available from run dataset or planned outputs: " + id.to_string()));
+        }
+      }
+      if (!task->error) {
+        for (std::uint32_t r = 0; r < task->read_ids.size(); ++r) {
+          if (read_kinds[r] == ReadKind::load) {
+            task->to_load.push_back(r);
+          } else if (read_kinds[r] == ReadKind::wait) {
+            store.wait(task->read_ids[r], {task, r});
+            ++task->pending;
+          }
+        }
+      }
+      account(task);
+      if (task->pending > 0 && !task->error) {
+        ++waiting;
+        ++st.parked;
+        update_peaks();
+        ++a;  // parked; look for runnable work in the next stage (EXEC-8)
+        continue;
+      }
+      return task;
+    }
+  }
+
+  std::int64_t parked_cap() const { return static_cast<std::int64_t>(std::max<std::size_t>(64, 16 * window)); }
+
+  // Work exists that does not need more expansion: running tasks will
+  // publish chunks and wake parked ones.
+  bool any_runnable_elsewhere() const { return running > 0 || !runnable.empty(); }
+
+  Task* next_task() {
+    if (first_error) return nullptr;
+    if (!runnable.empty()) {
+      Task* t = runnable.front();
+      runnable.pop_front();
+      return t;
+    }
+    if (running >= window) return nullptr;
+    return expand_one();
+  }
+
+  bool finished() const {
+    if (first_error) return running == 0;
+    return stages_done == plan.stages.size();
+  }
+
+  // Nothing runs, nothing can run, yet the plan is not finished: every
+  // parked task waits for a chunk no remaining producer will publish.
+  void fail_stalled() {
+    if (running != 0 || !runnable.empty() || !active.empty() || finished()) return;
+    if (waiting > 0) {
+      record_error(std::make_exception_ptr(Error(
+          ErrorKind::not_found, "chunk is not available from run dataset or planned outputs: " +
+                                    std::to_string(waiting) + " task(s) wait for chunks that no remaining producer publishes")));
+    } else if (stages_done < plan.stages.size()) {
+      record_error(std::make_exception_ptr(Error(ErrorKind::internal, "executor stalled with unfinished stages")));
+    }
+  }
+
+  void complete(Task* t, int worker) {
+    StageState& st = stages[static_cast<std::size_t>(t->stage)];
+    account(t);  // outputs were allocated while running
+    update_peaks();
+    if (t->error) {
+      record_error(t->error);
+      st.status = StageStatus::failed;
+    } else {
+      // Inputs are released before outputs are published so a group that
+      // writes the identity it read (RED-9) keeps its new value.
+      for (std::uint32_t r = 0; r < t->read_ids.size(); ++r) {
+        const ChunkId& id = t->read_ids[r];
+        auto it = counts.find(id);
+        if (it == counts.end()) continue;
+        ReadCount& c = it->second;
+        const bool was_loaded = std::find(t->to_load.begin(), t->to_load.end(), r) != t->to_load.end();
+        if (c.remaining > 0) --c.remaining;
+        if (c.remaining == 0) {
+          if (c.run_owned && !keep(id)) store.erase(id);
+          counts.erase(it);
+        } else if (was_loaded && !store.contains(id)) {
+          // Cache a dataset chunk for its remaining readers (EXEC-6 (2)).
+          c.run_owned = true;
+          store.put(id, t->reads[r]);
+        }
+      }
+      const TaskTemplate& tm =
+          plan.stages[static_cast<std::size_t>(t->stage)].templates[static_cast<std::size_t>(t->tmpl)];
+      for (std::size_t o = 0; o < t->outputs.size(); ++o) {
+        const ChunkId id{tm.domain.step, static_cast<std::int16_t>(tm.domain.level), tm.outputs[o].field,
+                         tm.outputs[o].version, t->block};
+        auto woken = store.put(id, std::move(t->outputs[o]));
+        auto it = counts.find(id);
+        if (it != counts.end() && it->second.remaining > 0) {
+          it->second.run_owned = true;
+          if (keep(id)) note_retained(id);
+        } else {
+          note_retained(id);  // nothing in the plan reads it later: a result
+        }
+        const ConstBufferPtr value = store.find(id);
+        for (const auto& w : woken) {
+          Task* wt = static_cast<Task*>(w.task);
+          wt->reads[w.slot] = value;
+          if (--wt->pending == 0) {
+            --waiting;
+            --stages[static_cast<std::size_t>(wt->stage)].parked;
+            runnable.push_back(wt);
+          }
+        }
+      }
+      if (t->empty_group) ++stats.tasks_empty;
+      else ++stats.tasks_run;
+    }
+    (void)worker;
+    --st.outstanding;
+    ++done_tasks;
+    if (opt.progress && (done_tasks % opt.progress_every == 0 || done_tasks == stats.tasks_total)) {
+      opt.progress(done_tasks, stats.tasks_total);
+    }
+    const bool stage_done = st.expanded && st.outstanding == 0 && st.status == StageStatus::active;
+    const int stage = t->stage;
+    recycle(t);
+    if (stage_done) finish_stage(stage);
+    update_peaks();
+  }
+
+  bool keep(const ChunkId& id) const { return opt.keep_all || (opt.keep && opt.keep(id)); }
+
+  void note_retained(const ChunkId& id) {
+    const std::uint64_t key = ChunkIdHash{}(id);
+    // Hash collisions only cost a duplicate check against the list.
+    if (retained_keys.insert(key).second ||
+        std::find(retained.begin(), retained.end(), id) == retained.end()) {
+      retained.push_back(id);
+    }
+  }
+
+  // ---- task execution (no lock held) -------------------------------------
+
+  BufferPtr allocate_output(const TemplateInfo& info, const Task& t, std::size_t o) {
+    const TaskTemplate& tm = *info.tmpl;
+    const BufferSpec& spec = tm.outputs[o].buffer;
+    auto unresolved = [&](const std::string& why) -> BufferPtr {
+      fail(ErrorKind::kernel, "unable to resolve output Buffer Specification for output " + std::to_string(o) +
+                                  " of kernel " + tm.kernel + ": " + why);
+    };
+    switch (spec.shape) {
+      case ShapeKind::fixed: {
+        if (spec.dtype == ScalarType::opaque) return Buffer::allocate(Descriptor::opaque_bytes(spec.extents.at(0)), spec.init);
+        return Buffer::allocate(Descriptor::c_order(spec.dtype, spec.extents), spec.init);
+      }
+      case ShapeKind::block: {
+        if (t.block < 0 || static_cast<std::size_t>(t.block) >= info.level->boxes.size()) {
+          return unresolved("block " + std::to_string(t.block) + " is not a block of the level");
+        }
+        const IndexBox& box = info.level->boxes[static_cast<std::size_t>(t.block)];
+        std::vector<std::uint64_t> ext = {static_cast<std::uint64_t>(box.extent(0)), static_cast<std::uint64_t>(box.extent(1)),
+                                          static_cast<std::uint64_t>(box.extent(2))};
+        if (spec.components != 1) ext.push_back(static_cast<std::uint64_t>(spec.components));
+        return Buffer::allocate(Descriptor::c_order(spec.dtype, ext), spec.init);
+      }
+      case ShapeKind::like_input: {
+        if (spec.input_index < 0 || static_cast<std::uint64_t>(spec.input_index) >= t.n_inputs) {
+          return unresolved("like_input index " + std::to_string(spec.input_index) + " is outside the task's inputs");
+        }
+        const Descriptor& in = t.reads[static_cast<std::size_t>(spec.input_index)]->descriptor();
+        if (in.scalar == ScalarType::opaque) return unresolved("like_input refers to an opaque input");
+        return Buffer::allocate(Descriptor::c_order(spec.dtype, std::span(in.extents.data(), in.rank)), spec.init);
+      }
+      case ShapeKind::dynamic: {
+        std::optional<std::uint64_t> cap;
+        switch (spec.bound) {
+          case BoundKind::literal: cap = spec.literal; break;
+          case BoundKind::like_input: {
+            if (spec.bound_input < 0 || static_cast<std::uint64_t>(spec.bound_input) >= t.n_inputs) break;
+            const Buffer& in = *t.reads[static_cast<std::size_t>(spec.bound_input)];
+            cap = in.allocated_bytes() / in.descriptor().width();
+            break;
+          }
+          case BoundKind::backend_chunk:
+          case BoundKind::amr_subbox_pack: {
+            if (info.entry->bound == nullptr) break;
+            std::vector<std::uint64_t> sizes;
+            for (std::uint32_t r = 0; r < t.n_inputs; ++r) sizes.push_back(t.reads[r] ? t.reads[r]->byte_size() : 0);
+            BoundQuery q;
+            q.dtype = spec.dtype;
+            q.runmeta = &meta;
+            q.dataset = dataset;
+            q.estimate_bytes = [this](const ChunkId& id) -> std::uint64_t {
+              return dataset != nullptr ? dataset->estimate_chunk_bytes(id) : 0;
+            };
+            q.step = tm.domain.step;
+            q.level = tm.domain.level;
+            q.block = t.block;
+            q.output_index = static_cast<int>(o);
+            q.input_bytes = sizes;
+            q.params = &tm.params;
+            cap = info.entry->bound(q);
+            break;
+          }
+        }
+        if (!cap) return unresolved("the dynamic upper bound cannot be evaluated");
+        return Buffer::allocate_dynamic(spec.dtype, *cap, spec.init);
+      }
+    }
+    return unresolved("unknown shape");
+  }
+
+  void finalize_output(const TaskTemplate& tm, const BufferPtr& allocated, BufferPtr& out) {
+    if (!out) fail(ErrorKind::kernel, "kernel " + tm.kernel + " left an output unset");
+    if (allocated->is_dynamic()) {
+      if (out != allocated) fail(ErrorKind::kernel, "kernel " + tm.kernel + " replaced a dynamic output");
+      if (!out->is_committed()) fail(ErrorKind::kernel, "dynamic kernel output was not committed: " + tm.kernel);
+      return;
+    }
+    const Descriptor& a = allocated->descriptor();
+    const Descriptor& b = out->descriptor();
+    if (a.scalar != b.scalar || a.rank != b.rank || a.extents != b.extents) {
+      fail(ErrorKind::kernel, "kernel " + tm.kernel + " changed an output from " + a.to_string() + " to " + b.to_string() +
+                                  " (ALLOC-8)");
+    }
+    b.validate(out->byte_size());
+  }
+
+  void execute(Task* t, int worker) {
+    if (t->empty_group) return;
+    const TemplateInfo& info = infos[static_cast<std::size_t>(t->stage)][static_cast<std::size_t>(t->tmpl)];
+    const TaskTemplate& tm = *info.tmpl;
+    EventLog* log = opt.event_log;
+    TaskEvent ev;
+    if (log != nullptr) {
+      ev.run = opt.run_id;
+      ev.stage = t->stage;
+      ev.template_index = t->tmpl;
+      ev.block = t->block;
+      ev.name = tm.name;
+      ev.kernel = tm.kernel;
+      ev.plane = plane_name(tm.plane);
+      ev.step = tm.domain.step;
+      ev.level = tm.domain.level;
+      ev.worker = worker;
+      ev.status = "start";
+      ev.start = EventLog::now();
+      log->task(ev);
+    }
+    if (t->error) {
+      // Failed while resolving its reads: still one start and one terminal
+      // event per task (EVT-4).
+      if (log != nullptr) {
+        ev.status = "error";
+        ev.end = EventLog::now();
+        log->task(ev);
+      }
+      return;
+    }
+    try {
+      if (!info.entry->implemented) {
+        fail(ErrorKind::unsupported, "kernel " + tm.kernel + " is not implemented in this build");
+      }
+      for (std::uint32_t r : t->to_load) {
+        ConstBufferPtr v = dataset->get_chunk(t->read_ids[r]);
+        if (!v) {
+          fail(ErrorKind::not_found, "chunk is not available from run dataset or planned outputs: " + t->read_ids[r].to_string());
+        }
+        t->reads[r] = std::move(v);
+      }
+      t->outputs.resize(tm.outputs.size());
+      std::vector<BufferPtr> allocated(tm.outputs.size());
+      for (std::size_t o = 0; o < tm.outputs.size(); ++o) {
+        allocated[o] = allocate_output(info, *t, o);
+        t->outputs[o] = allocated[o];
+      }
+      std::vector<NeighborCollection> neighbors;
+      if (!t->neighbor_slots.empty() || (tm.deps.kind == DepKind::face_neighbors)) {
+        neighbors = assemble_neighbors(info.halo_inputs, tm.deps, t->neighbor_slots,
+                                       std::span(t->reads).subspan(t->n_inputs));
+      }
+      KernelContext ctx;
+      ctx.kernel = tm.kernel;
+      ctx.runmeta = &meta;
+      ctx.level_meta = info.level;
+      ctx.step = tm.domain.step;
+      ctx.level = tm.domain.level;
+      ctx.block = t->block;
+      ctx.inputs = std::span<const ConstBufferPtr>(t->reads.data(), t->n_inputs);
+      ctx.neighbors = neighbors;
+      ctx.outputs = t->outputs;
+      ctx.params = &tm.params;
+      ctx.covered = info.covered;
+      ctx.dataset = dataset;
+      info.entry->fn(ctx);
+      for (std::size_t o = 0; o < tm.outputs.size(); ++o) finalize_output(tm, allocated[o], t->outputs[o]);
+    } catch (const Error& e) {
+      t->error = std::make_exception_ptr(
+          Error(e.kind(), where(plan, t->stage, t->tmpl) + " block " + std::to_string(t->block) + ": " + e.what()));
+    } catch (const std::exception& e) {
+      t->error = std::make_exception_ptr(Error(ErrorKind::internal, where(plan, t->stage, t->tmpl) + " block " +
+                                                                        std::to_string(t->block) + ": " + e.what()));
+    }
+    if (log != nullptr) {
+      ev.status = t->error ? "error" : "end";
+      ev.end = EventLog::now();
+      log->task(ev);
+    }
+  }
+
+  void worker_loop(int worker) {
+    std::unique_lock lk(mu);
+    for (;;) {
+      Task* t = next_task();
+      if (t != nullptr) {
+        ++running;
+        update_peaks();
+        lk.unlock();
+        execute(t, worker);
+        lk.lock();
+        --running;
+        complete(t, worker);
+        if (idle_workers > 0 && (!runnable.empty() || !active.empty() || finished())) cv.notify_all();
+        continue;
+      }
+      fail_stalled();
+      if (finished()) {
+        cv.notify_all();
+        return;
+      }
+      ++idle_workers;
+      cv.wait(lk);
+      --idle_workers;
+    }
+  }
+
+  RunStats run() {
+    const auto t0 = std::chrono::steady_clock::now();
+    int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    window = opt.max_active_tasks > 0 ? opt.max_active_tasks : static_cast<std::size_t>(threads);
+    window = std::max<std::size_t>(window, 1);
+    if (opt.world_size != 1) {
+      fail(ErrorKind::unsupported, "world size " + std::to_string(opt.world_size) +
+                                       " needs the distributed transport, which is not part of this build");
+    }
+    build_indexes();
+    {
+      std::lock_guard lk(mu);
+      for (int s : prepared.topo_order) {
+        if (stages[static_cast<std::size_t>(s)].remaining_after == 0) activate(s);
+      }
+      update_peaks();
+    }
+    std::vector<std::thread> pool;
+    for (int w = 1; w < threads; ++w) pool.emplace_back([this, w] { worker_loop(w); });
+    worker_loop(0);
+    for (auto& th : pool) th.join();
+    // Parked tasks of a failed run never resume; their waiters must not
+    // outlive this executor in a store that later runs reuse.
+    store.clear_waiters();
+    if (first_error) std::rethrow_exception(first_error);
+    stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    stats.peak_store_bytes = store.peak_bytes();
+    stats.produced = retained;
+    return stats;
+  }
+};
+
+Executor::Executor(const PreparedPlan& plan, const RunMeta& runmeta, Dataset* dataset, ChunkStore& store,
+                   ExecOptions options)
+    : impl_(std::make_unique<Impl>(plan, runmeta, dataset, store, std::move(options))) {}
+
+Executor::~Executor() = default;
+
+RunStats Executor::run() { return impl_->run(); }
+
+RunStats Session::run(const PreparedPlan& plan, const RunMeta& runmeta, ExecOptions options) {
+  {
+    std::unique_lock lock(retrieval_mutex_);  // waits for retrievals in progress
+    if (running_.load()) fail(ErrorKind::invalid_argument, "runtime run is already in progress");
+    running_.store(true);
+  }
+  struct Reset {
+    std::atomic<bool>& flag;
+    ~Reset() { flag.store(false); }
+  } reset{running_};
+  // A failed run's outputs must not become retrievable (LIFE-5): remember
+  // what the store held and put it back on failure.
+  std::vector<std::pair<ChunkId, ConstBufferPtr>> before;
+  before.reserve(store_.size());
+  store_.for_each([&](const ChunkId& id, const ConstBufferPtr& v) { before.emplace_back(id, v); });
+  try {
+    Executor exec(plan, runmeta, dataset_.get(), store_, std::move(options));
+    return exec.run();
+  } catch (...) {
+    store_ = ChunkStore();
+    for (auto& [id, v] : before) store_.put(id, std::move(v));
+    throw;
+  }
+}
+
+ConstBufferPtr Session::retrieve(const ChunkId& id) const {
+  std::shared_lock lock(retrieval_mutex_);
+  if (running_.load()) fail(ErrorKind::invalid_argument, "output retrieval is not allowed while a plan run is in progress");
+  if (ConstBufferPtr v = store_.find(id)) return v;
+  if (dataset_ && dataset_->has_chunk(id)) return dataset_->get_chunk(id);
+  fail(ErrorKind::not_found, "chunk is not available from retained outputs or dataset: " + id.to_string());
+}
+
+}  // namespace kangaroo

@@ -1,0 +1,277 @@
+// Histograms over mesh data (OP-HIST-1..4): a grid path over the block's cells
+// with coverage masking, and a flat path over bounded arrays.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kangaroo/kernels/math/binning.h"
+#include "kangaroo/kernels/register.h"
+#include "kernel_support.h"
+
+namespace kangaroo {
+
+namespace {
+
+namespace ks = kernel_support;
+
+constexpr std::size_t kStagingElements = 4096;
+
+enum class WeightMode { input, cell_mass, cell_volume };
+
+WeightMode parse_weight_mode(std::string_view kernel, const std::string& mode) {
+  if (mode == "input") return WeightMode::input;
+  if (mode == "cell_mass") return WeightMode::cell_mass;
+  if (mode == "cell_volume") return WeightMode::cell_volume;
+  fail_kernel_params(
+      kernel, "unknown weight_mode '" + mode + "' (expected input, cell_mass or cell_volume)");
+}
+
+struct BinAxis {
+  double lo = 0.0;
+  double hi = 0.0;
+  std::int64_t bins = 0;
+
+  std::int64_t bin(double x) const { return math::histogram_bin(x, lo, hi, bins); }
+};
+
+// OP-HIST-4.
+BinAxis make_axis(std::string_view kernel, std::string_view name,
+                  const std::array<double, 2>& range, std::int64_t bins) {
+  if (bins <= 0) fail_kernel_params(kernel, "bins must be > 0 (got " + std::to_string(bins) + ")");
+  if (!math::valid_histogram_range(range[0], range[1])) {
+    fail_kernel_params(kernel, std::string(name) + " must be finite and increasing (lo < hi)");
+  }
+  return {range[0], range[1], bins};
+}
+
+// The histogram output, zeroed: f64 holding exactly `count` dense elements.
+double* histogram_output(const KernelContext& ctx, std::string_view kernel, std::uint64_t count) {
+  Buffer& out = ks::output_at(ctx, kernel, 0);
+  const Descriptor& d = out.descriptor();
+  if (out.scalar() != ScalarType::f64 || d.element_count() != count || !d.is_c_contiguous()) {
+    fail(ErrorKind::kernel, std::string(kernel) + ": output must be a dense f64 array of " +
+                                std::to_string(count) + " bins (got " + d.to_string() + ")");
+  }
+  double* bins = out.elements<double>();
+  std::fill_n(bins, count, 0.0);
+  return bins;
+}
+
+// Resolves the per-sample weight rule of OP-HIST-1/3 and rejects the
+// combinations the contract forbids.
+struct WeightRule {
+  WeightMode mode = WeightMode::input;
+  double cell_volume = 1.0;
+
+  // Weight of a sample without explicit weights; NaN/inf skip the sample.
+  double weight(double x) const {
+    switch (mode) {
+      case WeightMode::input:
+        return 1.0;
+      case WeightMode::cell_volume:
+        return cell_volume;
+      case WeightMode::cell_mass:
+        return x * cell_volume;
+    }
+    return 1.0;
+  }
+};
+
+WeightRule make_weight_rule(const KernelContext& ctx, std::string_view kernel,
+                            const std::string& mode_name, bool explicit_weights, bool grid_path) {
+  WeightRule rule;
+  rule.mode = parse_weight_mode(kernel, mode_name);
+  if (rule.mode == WeightMode::input) return rule;
+  if (explicit_weights) {
+    fail_kernel_params(kernel,
+                       "weight_mode '" + mode_name + "' cannot be combined with explicit weights");
+  }
+  if (!grid_path) {
+    fail_kernel_params(kernel, "weight_mode '" + mode_name +
+                                   "' needs AMR block data; bounded arrays support only 'input'");
+  }
+  // COORD-5: cell volumes are Cartesian volumes.
+  if (ctx.runmeta != nullptr && ctx.runmeta->coord_sys != 0) {
+    fail_kernel(std::string(kernel) + ": operator requires Cartesian coordinates (coord_sys=" +
+                std::to_string(ctx.runmeta->coord_sys) + ")");
+  }
+  if (ctx.level_meta == nullptr) fail_kernel_params(kernel, "missing level metadata");
+  const auto& dx = ctx.level_meta->geom.dx;
+  rule.cell_volume = dx[0] * dx[1] * dx[2];
+  return rule;
+}
+
+// The flat path reads bounded arrays in C order (OP-HIST-2); it stages
+// elements as doubles so f32 and f64 inputs share one loop.
+class FlatReader {
+ public:
+  explicit FlatReader(const Buffer* b) : buffer_(b) {
+    if (b != nullptr) values_.resize(kStagingElements);
+  }
+  const double* load(std::uint64_t start, std::size_t m) {
+    if (buffer_ == nullptr) return nullptr;
+    ks::gather_linear(*buffer_, start, m, values_.data());
+    return values_.data();
+  }
+
+ private:
+  const Buffer* buffer_;
+  std::vector<double> values_;
+};
+
+void require_flat_match(std::string_view kernel, const Buffer& values, const Buffer* other,
+                        std::string_view what) {
+  if (other == nullptr) return;
+  if (other->descriptor().element_count() != values.descriptor().element_count()) {
+    fail_kernel(std::string(kernel) + ": bounded histogram " + std::string(what) +
+                " must have matching extents (" + values.descriptor().to_string() + " vs " +
+                other->descriptor().to_string() + ")");
+  }
+}
+
+// OP-HIST-1 / OP-HIST-2.
+void histogram1d_accumulate(KernelContext& ctx) {
+  constexpr std::string_view kName = "histogram1d_accumulate";
+  const auto& p = ctx.param<Histogram1DParams>();
+  const BinAxis axis = make_axis(kName, "range", p.range, p.bins);
+  if (ctx.inputs.size() > 2) {
+    fail_kernel_params(kName, "expects values and optional weights (got " +
+                                  std::to_string(ctx.inputs.size()) + " inputs)");
+  }
+  const Buffer& values = ks::input_at(ctx, kName, 0);
+  const Buffer* weights = ctx.inputs.size() > 1 ? &ks::input_at(ctx, kName, 1) : nullptr;
+  ks::require_real(values, kName, "input 0 (values)");
+  if (weights != nullptr) ks::require_real(*weights, kName, "input 1 (weights)");
+  const bool grid_path = values.rank() == 3;
+  const WeightRule rule =
+      make_weight_rule(ctx, kName, p.weight_mode, weights != nullptr, grid_path);
+  double* hist = histogram_output(ctx, kName, static_cast<std::uint64_t>(axis.bins));
+
+  auto add = [&](double x, std::optional<double> w) {
+    const std::int64_t b = axis.bin(x);
+    if (b < 0) return;
+    const double weight = w ? *w : rule.weight(x);
+    if (!std::isfinite(weight)) return;
+    hist[b] += weight;
+  };
+
+  if (grid_path) {
+    const IndexBox& box = ctx.block_box();
+    ks::require_block_grid(values, box, kName, "input 0 (values)");
+    if (weights != nullptr) ks::require_block_grid(*weights, box, kName, "input 1 (weights)");
+    const ks::CoverageMask mask(box, ctx.covered);
+    const ks::RealGridReader x(values);
+    // Reads the values buffer when there are no weights; never used then.
+    const ks::RealGridReader w_reader(weights != nullptr ? *weights : values);
+    const bool has_w = weights != nullptr;
+    for (std::int64_t i = 0; i < box.extent(0); ++i) {
+      for (std::int64_t j = 0; j < box.extent(1); ++j) {
+        for (std::int64_t k = 0; k < box.extent(2); ++k) {
+          if (mask.covered(box.lo[0] + i, box.lo[1] + j, box.lo[2] + k)) continue;
+          add(x(i, j, k), has_w ? std::optional<double>(w_reader(i, j, k)) : std::nullopt);
+        }
+      }
+    }
+    return;
+  }
+
+  require_flat_match(kName, values, weights, "values and weights");
+  const std::uint64_t n = values.descriptor().element_count();
+  FlatReader xs(&values);
+  FlatReader ws(weights);
+  for (std::uint64_t start = 0; start < n; start += kStagingElements) {
+    const auto m = static_cast<std::size_t>(std::min<std::uint64_t>(kStagingElements, n - start));
+    const double* x = xs.load(start, m);
+    const double* w = ws.load(start, m);
+    for (std::size_t e = 0; e < m; ++e)
+      add(x[e], w ? std::optional<double>(w[e]) : std::nullopt);
+  }
+}
+
+// OP-HIST-3: output (nx_bins, ny_bins) indexed [ix, iy].
+void histogram2d_accumulate(KernelContext& ctx) {
+  constexpr std::string_view kName = "histogram2d_accumulate";
+  const auto& p = ctx.param<Histogram2DParams>();
+  const BinAxis ax = make_axis(kName, "x_range", p.x_range, p.bins[0]);
+  const BinAxis ay = make_axis(kName, "y_range", p.y_range, p.bins[1]);
+  std::uint64_t cells = 0;
+  if (__builtin_mul_overflow(static_cast<std::uint64_t>(ax.bins),
+                             static_cast<std::uint64_t>(ay.bins), &cells)) {
+    fail_kernel_params(kName, "bins overflow the output size");
+  }
+  if (ctx.inputs.size() < 2 || ctx.inputs.size() > 3) {
+    fail_kernel_params(kName, "expects x, y and optional weights (got " +
+                                  std::to_string(ctx.inputs.size()) + " inputs)");
+  }
+  const Buffer& xbuf = ks::input_at(ctx, kName, 0);
+  const Buffer& ybuf = ks::input_at(ctx, kName, 1);
+  const Buffer* weights = ctx.inputs.size() > 2 ? &ks::input_at(ctx, kName, 2) : nullptr;
+  ks::require_real(xbuf, kName, "input 0 (x)");
+  ks::require_real(ybuf, kName, "input 1 (y)");
+  if (weights != nullptr) ks::require_real(*weights, kName, "input 2 (weights)");
+  const bool grid_path = xbuf.rank() == 3;
+  const WeightRule rule =
+      make_weight_rule(ctx, kName, p.weight_mode, weights != nullptr, grid_path);
+  double* hist = histogram_output(ctx, kName, cells);
+
+  auto add = [&](double x, double y, std::optional<double> w) {
+    const std::int64_t bx = ax.bin(x);
+    if (bx < 0) return;
+    const std::int64_t by = ay.bin(y);
+    if (by < 0) return;
+    const double weight = w ? *w : rule.weight(x);
+    if (!std::isfinite(weight)) return;
+    hist[bx * ay.bins + by] += weight;
+  };
+
+  if (grid_path) {
+    const IndexBox& box = ctx.block_box();
+    ks::require_block_grid(xbuf, box, kName, "input 0 (x)");
+    ks::require_block_grid(ybuf, box, kName, "input 1 (y)");
+    if (weights != nullptr) ks::require_block_grid(*weights, box, kName, "input 2 (weights)");
+    const ks::CoverageMask mask(box, ctx.covered);
+    const ks::RealGridReader x(xbuf);
+    const ks::RealGridReader y(ybuf);
+    // Reads the values buffer when there are no weights; never used then.
+    const ks::RealGridReader w_reader(weights != nullptr ? *weights : xbuf);
+    const bool has_w = weights != nullptr;
+    for (std::int64_t i = 0; i < box.extent(0); ++i) {
+      for (std::int64_t j = 0; j < box.extent(1); ++j) {
+        for (std::int64_t k = 0; k < box.extent(2); ++k) {
+          if (mask.covered(box.lo[0] + i, box.lo[1] + j, box.lo[2] + k)) continue;
+          add(x(i, j, k), y(i, j, k), has_w ? std::optional<double>(w_reader(i, j, k)) : std::nullopt);
+        }
+      }
+    }
+    return;
+  }
+
+  require_flat_match(kName, xbuf, &ybuf, "x and y values");
+  require_flat_match(kName, xbuf, weights, "values and weights");
+  const std::uint64_t n = xbuf.descriptor().element_count();
+  FlatReader xs(&xbuf);
+  FlatReader ys(&ybuf);
+  FlatReader ws(weights);
+  for (std::uint64_t start = 0; start < n; start += kStagingElements) {
+    const auto m = static_cast<std::size_t>(std::min<std::uint64_t>(kStagingElements, n - start));
+    const double* x = xs.load(start, m);
+    const double* y = ys.load(start, m);
+    const double* w = ws.load(start, m);
+    for (std::size_t e = 0; e < m; ++e)
+      add(x[e], y[e], w ? std::optional<double>(w[e]) : std::nullopt);
+  }
+}
+
+}  // namespace
+
+void register_histogram_kernels(KernelRegistry& registry) {
+  registry.add(make_kernel("histogram1d_accumulate", ParamType::Histogram1DParams,
+                           &histogram1d_accumulate, 1, 1));
+  registry.add(make_kernel("histogram2d_accumulate", ParamType::Histogram2DParams,
+                           &histogram2d_accumulate, 2, 1));
+}
+
+}  // namespace kangaroo

@@ -1,0 +1,334 @@
+// Checks and data access shared by the CPU kernel families (mesh, histogram,
+// reduction). Private to worker/src/kernels.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kangaroo/core/buffer.h"
+#include "kangaroo/core/error.h"
+#include "kangaroo/core/kernel.h"
+#include "kangaroo/core/runmeta.h"
+
+namespace kangaroo::kernel_support {
+
+// OP-GEN-3: a missing input or output is a parameter error of the task.
+inline const Buffer& input_at(const KernelContext& ctx, std::string_view kernel, std::size_t i) {
+  if (i >= ctx.inputs.size() || !ctx.inputs[i]) {
+    fail_kernel_params(kernel, "missing input " + std::to_string(i) + " (got " +
+                                   std::to_string(ctx.inputs.size()) + " input(s))");
+  }
+  return *ctx.inputs[i];
+}
+
+inline Buffer& output_at(const KernelContext& ctx, std::string_view kernel, std::size_t i) {
+  if (i >= ctx.outputs.size() || !ctx.outputs[i]) {
+    fail_kernel_params(kernel, "missing output " + std::to_string(i) + " (got " +
+                                   std::to_string(ctx.outputs.size()) + " output(s))");
+  }
+  return *ctx.outputs[i];
+}
+
+inline bool is_real(ScalarType t) {
+  return t == ScalarType::f32 || t == ScalarType::f64;
+}
+
+inline std::string input_name(std::size_t i) {
+  return "input " + std::to_string(i);
+}
+
+// OP-GEN-1, with the kernel and the offending buffer named.
+inline void require_real(const Buffer& b, std::string_view kernel, std::string_view what) {
+  if (!is_real(b.scalar())) {
+    fail(ErrorKind::kernel, std::string(kernel) + ": " + std::string(what) +
+                                ": real-buffer visitor accepts only f32 and f64 inputs (got " +
+                                b.descriptor().to_string() + ")");
+  }
+}
+
+inline int require_axis(std::string_view kernel, std::int64_t axis) {
+  if (axis < 0 || axis > 2) {
+    fail_kernel_params(kernel, "axis must be 0, 1 or 2 (got " + std::to_string(axis) + ")");
+  }
+  return static_cast<int>(axis);
+}
+
+inline std::string box_text(const IndexBox& box) {
+  std::string s = "[(";
+  for (int a = 0; a < 3; ++a)
+    s += (a ? "," : "") + std::to_string(box.lo[a]);
+  s += ")..(";
+  for (int a = 0; a < 3; ++a)
+    s += (a ? "," : "") + std::to_string(box.hi[a]);
+  return s + ")]";
+}
+
+// OP-GEN-1: a block grid is a real chunk read by logical (i,j,k) relative to
+// the block's lo, so its extents must be exactly the block box's; rank 4 is
+// accepted when it holds a single component (Block(1) outputs).
+inline void require_block_grid(const Buffer& b, const IndexBox& box, std::string_view kernel,
+                               std::string_view what) {
+  require_real(b, kernel, what);
+  const Descriptor& d = b.descriptor();
+  const bool rank_ok = d.rank == 3 || (d.rank == 4 && d.extents[3] == 1);
+  bool extents_ok = rank_ok;
+  for (int a = 0; a < 3 && extents_ok; ++a) {
+    extents_ok = d.extents[a] == static_cast<std::uint64_t>(box.extent(a));
+  }
+  if (!extents_ok) {
+    fail(ErrorKind::kernel, std::string(kernel) + ": " + std::string(what) + " " + d.to_string() +
+                                " is not a block grid of block box " + box_text(box));
+  }
+}
+
+// Reads a validated real grid (f32 or f64, any strides) as double by logical
+// (i, j, k). The per-element type test is perfectly predictable and saves
+// instantiating every loop for each input type combination.
+class RealGridReader {
+ public:
+  explicit RealGridReader(const Buffer& b) : is_f64_(b.scalar() == ScalarType::f64) {
+    if (is_f64_) {
+      f64_ = b.view<double>(b.rank());
+    } else {
+      f32_ = b.view<float>(b.rank());
+    }
+  }
+  double operator()(std::int64_t i, std::int64_t j, std::int64_t k) const {
+    return is_f64_ ? f64_(i, j, k) : static_cast<double>(f32_(i, j, k));
+  }
+
+ private:
+  bool is_f64_;
+  GridView<const double> f64_;
+  GridView<const float> f32_;
+};
+
+// AXIS-3 image geometry, validated (OP-GEN-3).
+struct ImageGrid {
+  double umin = 0.0;
+  double vmin = 0.0;
+  double du = 0.0;
+  double dv = 0.0;
+  std::int64_t nu = 0;
+  std::int64_t nv = 0;
+  std::uint64_t pixels() const {
+    return static_cast<std::uint64_t>(nu) * static_cast<std::uint64_t>(nv);
+  }
+};
+
+inline ImageGrid make_image_grid(std::string_view kernel, const std::array<double, 4>& rect,
+                                 const std::array<std::int64_t, 2>& resolution) {
+  constexpr std::int64_t kMaxSide = std::int64_t{1} << 30;
+  if (resolution[0] <= 0 || resolution[1] <= 0 || resolution[0] > kMaxSide ||
+      resolution[1] > kMaxSide) {
+    fail_kernel_params(kernel, "resolution must be positive and at most 2^30 (got " +
+                                   std::to_string(resolution[0]) + ", " +
+                                   std::to_string(resolution[1]) + ")");
+  }
+  for (const double r : rect) {
+    if (!std::isfinite(r)) fail_kernel_params(kernel, "rect must be finite");
+  }
+  ImageGrid g;
+  g.nu = resolution[0];
+  g.nv = resolution[1];
+  g.umin = std::min(rect[0], rect[2]);
+  g.vmin = std::min(rect[1], rect[3]);
+  g.du = (std::max(rect[0], rect[2]) - g.umin) / static_cast<double>(g.nu);
+  g.dv = (std::max(rect[1], rect[3]) - g.vmin) / static_cast<double>(g.nv);
+  if (!(g.du > 0.0) || !(g.dv > 0.0) || !std::isfinite(g.du) || !std::isfinite(g.dv)) {
+    fail_kernel_params(kernel, "zero pixel size (rect is degenerate)");
+  }
+  return g;
+}
+
+// AXIS-4: images are rank 2 with logical shape (nv, nu).
+inline void require_image_shape(const Buffer& b, std::string_view kernel, std::string_view what,
+                                const ImageGrid& g) {
+  const Descriptor& d = b.descriptor();
+  if (d.rank != 2 || d.extents[0] != static_cast<std::uint64_t>(g.nv) ||
+      d.extents[1] != static_cast<std::uint64_t>(g.nu)) {
+    fail(ErrorKind::kernel, std::string(kernel) + ": " + std::string(what) + " " + d.to_string() +
+                                " is not an image of shape (" + std::to_string(g.nv) + ", " +
+                                std::to_string(g.nu) + ")");
+  }
+}
+
+// Zero-filled f64 (nv, nu) accumulation image, as a dense row-major array.
+inline double* f64_image_output(const KernelContext& ctx, std::string_view kernel,
+                                std::size_t index, const ImageGrid& g) {
+  Buffer& out = output_at(ctx, kernel, index);
+  const std::string what = "output " + std::to_string(index);
+  if (out.scalar() != ScalarType::f64) {
+    fail(ErrorKind::kernel, std::string(kernel) + ": " + what + " must be f64 (got " +
+                                out.descriptor().to_string() + ")");
+  }
+  require_image_shape(out, kernel, what, g);
+  if (!out.descriptor().is_c_contiguous()) {
+    fail(ErrorKind::kernel, std::string(kernel) + ": " + what + " must be row-major (AXIS-4)");
+  }
+  double* pixels = out.elements<double>();
+  std::fill_n(pixels, g.pixels(), 0.0);
+  return pixels;
+}
+
+// Walks the logical elements of a numeric buffer in C order (linear index p),
+// yielding element offsets under the buffer's strides (BUF-3).
+class LinearCursor {
+ public:
+  LinearCursor(const Descriptor& d, std::uint64_t start) : rank_(d.rank) {
+    const auto width = static_cast<std::int64_t>(d.width());
+    for (int a = rank_ - 1; a >= 0; --a) {
+      extent_[a] = std::max<std::uint64_t>(d.extents[a], 1);
+      stride_[a] = d.strides[a] / width;
+      index_[a] = start % extent_[a];
+      start /= extent_[a];
+      offset_ += static_cast<std::int64_t>(index_[a]) * stride_[a];
+    }
+  }
+  std::int64_t offset() const { return offset_; }
+  void next() {
+    for (int a = rank_ - 1; a >= 0; --a) {
+      offset_ += stride_[a];
+      if (++index_[a] < extent_[a] || a == 0) return;
+      offset_ -= static_cast<std::int64_t>(extent_[a]) * stride_[a];
+      index_[a] = 0;
+    }
+  }
+
+ private:
+  int rank_;
+  std::array<std::uint64_t, kMaxRank> extent_{};
+  std::array<std::uint64_t, kMaxRank> index_{};
+  std::array<std::int64_t, kMaxRank> stride_{};
+  std::int64_t offset_ = 0;
+};
+
+template <class Src, class Dst>
+void gather_typed(const Buffer& b, std::uint64_t start, std::size_t count, Dst* dst) {
+  const Src* base = reinterpret_cast<const Src*>(b.data());
+  if (b.descriptor().is_c_contiguous()) {
+    for (std::size_t n = 0; n < count; ++n)
+      dst[n] = static_cast<Dst>(base[start + n]);
+    return;
+  }
+  LinearCursor cursor(b.descriptor(), start);
+  for (std::size_t n = 0; n < count; ++n, cursor.next())
+    dst[n] = static_cast<Dst>(base[cursor.offset()]);
+}
+
+// dst[n] = logical element (start + n) of `b`, converted to Dst.
+template <class Dst>
+void gather_linear(const Buffer& b, std::uint64_t start, std::size_t count, Dst* dst) {
+  switch (b.scalar()) {
+    case ScalarType::f64:
+      gather_typed<double>(b, start, count, dst);
+      return;
+    case ScalarType::f32:
+      gather_typed<float>(b, start, count, dst);
+      return;
+    case ScalarType::u8:
+      gather_typed<std::uint8_t>(b, start, count, dst);
+      return;
+    case ScalarType::i64:
+      gather_typed<std::int64_t>(b, start, count, dst);
+      return;
+    case ScalarType::opaque:
+      break;
+  }
+  fail(ErrorKind::buffer, "numeric access to an opaque buffer is not allowed (BUF-4)");
+}
+
+template <class Dst, class Src>
+void scatter_typed(Buffer& b, std::uint64_t start, std::size_t count, const Src* src) {
+  Dst* base = reinterpret_cast<Dst*>(b.mutable_data());
+  if (b.descriptor().is_c_contiguous()) {
+    for (std::size_t n = 0; n < count; ++n)
+      base[start + n] = static_cast<Dst>(src[n]);
+    return;
+  }
+  LinearCursor cursor(b.descriptor(), start);
+  for (std::size_t n = 0; n < count; ++n, cursor.next())
+    base[cursor.offset()] = static_cast<Dst>(src[n]);
+}
+
+// Logical element (start + n) of `b` = src[n] cast to b's scalar type; callers
+// only store values representable in that type (reals, or 0/1 into u8).
+template <class Src>
+void scatter_linear(Buffer& b, std::uint64_t start, std::size_t count, const Src* src) {
+  switch (b.scalar()) {
+    case ScalarType::f64:
+      scatter_typed<double>(b, start, count, src);
+      return;
+    case ScalarType::f32:
+      scatter_typed<float>(b, start, count, src);
+      return;
+    case ScalarType::u8:
+      scatter_typed<std::uint8_t>(b, start, count, src);
+      return;
+    case ScalarType::i64:
+      scatter_typed<std::int64_t>(b, start, count, src);
+      return;
+    case ScalarType::opaque:
+      break;
+  }
+  fail(ErrorKind::buffer, "numeric access to an opaque buffer is not allowed (BUF-4)");
+}
+
+// COV-2 membership for the cells of one region (a block, or one plane of it).
+// Coverage lists name boxes across the whole level; only the few that touch
+// the region matter, and painting them once turns the per-cell test into a
+// lookup instead of a scan of the list.
+class CoverageMask {
+ public:
+  CoverageMask(const IndexBox& region, std::span<const IndexBox> covered) : region_(region) {
+    for (const IndexBox& box : covered) {
+      const IndexBox hit = box.intersect(region);
+      if (!hit.empty()) hits_.push_back(hit);
+    }
+    if (hits_.empty() || region.cells() > kMaxPaintedCells) return;
+    ny_ = region.extent(1);
+    nz_ = region.extent(2);
+    painted_.assign(region.cells(), 0);
+    for (const IndexBox& hit : hits_) {
+      for (std::int64_t i = hit.lo[0]; i <= hit.hi[0]; ++i) {
+        for (std::int64_t j = hit.lo[1]; j <= hit.hi[1]; ++j) {
+          const std::size_t row = index(i, j, hit.lo[2]);
+          std::fill_n(painted_.begin() + static_cast<std::ptrdiff_t>(row), hit.extent(2), 1);
+        }
+      }
+    }
+  }
+
+  bool any() const { return !hits_.empty(); }
+
+  // (i, j, k) in the level's global indices, inside the region.
+  bool covered(std::int64_t i, std::int64_t j, std::int64_t k) const {
+    if (hits_.empty()) return false;
+    if (!painted_.empty()) return painted_[index(i, j, k)] != 0;
+    return is_covered(hits_, i, j, k);
+  }
+
+ private:
+  // Larger regions fall back to scanning the (already filtered) boxes rather
+  // than allocating a byte per cell.
+  static constexpr std::uint64_t kMaxPaintedCells = std::uint64_t{1} << 26;
+
+  std::size_t index(std::int64_t i, std::int64_t j, std::int64_t k) const {
+    return static_cast<std::size_t>(((i - region_.lo[0]) * ny_ + (j - region_.lo[1])) * nz_ +
+                                    (k - region_.lo[2]));
+  }
+
+  IndexBox region_;
+  std::vector<IndexBox> hits_;
+  std::vector<std::uint8_t> painted_;
+  std::int64_t ny_ = 0;
+  std::int64_t nz_ = 0;
+};
+
+}  // namespace kangaroo::kernel_support

@@ -1,0 +1,223 @@
+// BUF-1..9 and chunk identity / ownership (CHUNK-1, OWN-2).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "kangaroo/core/buffer.h"
+#include "kangaroo/core/chunk_id.h"
+
+namespace kangaroo {
+namespace {
+
+std::vector<std::uint64_t> ext(std::initializer_list<std::uint64_t> e) { return e; }
+
+TEST(Buffer, ScalarWidthsAndTags_BUF1) {
+  EXPECT_EQ(scalar_width(ScalarType::opaque), 1u);
+  EXPECT_EQ(scalar_width(ScalarType::u8), 1u);
+  EXPECT_EQ(scalar_width(ScalarType::i64), 8u);
+  EXPECT_EQ(scalar_width(ScalarType::f32), 4u);
+  EXPECT_EQ(scalar_width(ScalarType::f64), 8u);
+  EXPECT_EQ(parse_scalar("float32"), ScalarType::f32);
+  EXPECT_EQ(parse_scalar("uint8"), ScalarType::u8);
+  EXPECT_EQ(parse_scalar("int64"), ScalarType::i64);
+  EXPECT_EQ(parse_scalar("float64"), ScalarType::f64);
+  EXPECT_FALSE(parse_scalar("f16").has_value());
+  EXPECT_FALSE(parse_scalar("").has_value());
+}
+
+TEST(Buffer, COrderAndFortranStrides_BUF2_BUF3) {
+  auto c = Descriptor::c_order(ScalarType::f64, ext({4, 5, 6}));
+  EXPECT_EQ(c.strides[2], 8);
+  EXPECT_EQ(c.strides[1], 48);
+  EXPECT_EQ(c.strides[0], 240);
+  EXPECT_EQ(c.required_bytes(), 4u * 5 * 6 * 8);
+  auto f = Descriptor::fortran_order(ScalarType::f32, ext({4, 5, 6}));
+  EXPECT_EQ(f.strides[0], 4);
+  EXPECT_EQ(f.strides[1], 16);
+  EXPECT_EQ(f.strides[2], 80);
+  EXPECT_NO_THROW(f.validate(4 * 5 * 6 * 4));
+  EXPECT_EQ(f.strides[3], 0);
+  EXPECT_EQ(f.extents[3], 0u);
+}
+
+TEST(Buffer, ValidateRejectsNonDenseStrides_BUF2) {
+  auto d = Descriptor::c_order(ScalarType::f64, ext({4, 5}));
+  d.strides[0] = 48;  // gap between rows
+  EXPECT_THROW(d.validate(4 * 48), Error);
+  auto z = Descriptor::c_order(ScalarType::f64, ext({4, 5}));
+  z.strides[1] = 0;
+  EXPECT_THROW(z.validate(160), Error);
+}
+
+TEST(Buffer, ValidateChecksByteCountExactly_BUF2) {
+  auto d = Descriptor::c_order(ScalarType::i64, ext({3}));
+  EXPECT_NO_THROW(d.validate(24));
+  EXPECT_THROW(d.validate(23), Error);
+  EXPECT_THROW(d.validate(25), Error);
+  auto empty = Descriptor::c_order(ScalarType::f64, ext({0, 7}));
+  EXPECT_EQ(empty.required_bytes(), 0u);
+  EXPECT_NO_THROW(empty.validate(0));
+}
+
+TEST(Buffer, ExtentOneAxesMayHaveAnyStride_BUF2) {
+  auto d = Descriptor::c_order(ScalarType::f64, ext({1, 3}));
+  d.strides[0] = 1024;  // ignored because extent is 1
+  EXPECT_NO_THROW(d.validate(24));
+}
+
+TEST(Buffer, OverflowIsDetected_BUF7) {
+  const std::uint64_t big = std::numeric_limits<std::uint64_t>::max() / 2;
+  EXPECT_THROW(Descriptor::c_order(ScalarType::f64, ext({big, 4})), Error);
+  EXPECT_THROW(checked_mul(big, 3), Error);
+  EXPECT_THROW(checked_add(std::numeric_limits<std::uint64_t>::max(), 1), Error);
+  EXPECT_EQ(checked_mul(6, 7), 42u);
+}
+
+TEST(Buffer, OpaqueRulesAndNumericViewsFail_BUF4) {
+  auto b = Buffer::allocate(Descriptor::opaque_bytes(16), InitPolicy::zero);
+  EXPECT_EQ(b->rank(), 1);
+  EXPECT_EQ(b->descriptor().extents[0], 16u);
+  EXPECT_THROW(b->view<double>(1), Error);
+  EXPECT_THROW(b->element_as_double(0), Error);
+  Descriptor bad = Descriptor::opaque_bytes(8);
+  bad.rank = 2;
+  bad.extents[1] = 1;
+  bad.strides[1] = 8;
+  EXPECT_THROW(bad.validate(8), Error);
+}
+
+TEST(Buffer, TypedViewChecksTypeAndRank_BUF5) {
+  auto b = Buffer::allocate(Descriptor::c_order(ScalarType::f32, ext({2, 3, 4})), InitPolicy::zero);
+  EXPECT_NO_THROW(b->view<float>(3));
+  EXPECT_THROW(b->view<double>(3), Error);
+  EXPECT_THROW(b->view<float>(2), Error);
+}
+
+TEST(Buffer, DynamicCommitOnce_BUF6) {
+  auto b = Buffer::allocate_dynamic(ScalarType::f64, 10, InitPolicy::zero);
+  EXPECT_EQ(b->byte_size(), 0u);  // nothing visible before commit
+  EXPECT_EQ(b->allocated_bytes(), 80u);
+  b->elements<double>()[0] = 1.5;
+  b->elements<double>()[1] = 2.5;
+  EXPECT_THROW(b->commit(11), Error);
+  b->commit(2);
+  EXPECT_EQ(b->descriptor().extents[0], 2u);
+  EXPECT_EQ(b->byte_size(), 16u);
+  EXPECT_EQ(b->bytes().size(), 16u);
+  EXPECT_THROW(b->commit(1), Error);
+  auto fixed = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({2})), InitPolicy::zero);
+  EXPECT_THROW(fixed->commit(1), Error);
+}
+
+TEST(Buffer, LogicalAccessIndependentOfLayout_BUF3) {
+  // The same logical array in C and Fortran order reads identically.
+  auto c = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({2, 3, 4})), InitPolicy::zero);
+  auto f = Buffer::allocate(Descriptor::fortran_order(ScalarType::f64, ext({2, 3, 4})), InitPolicy::zero);
+  auto cv = c->mutable_view<double>(3);
+  auto fv = f->mutable_view<double>(3);
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int k = 0; k < 4; ++k) {
+        cv(i, j, k) = 100 * i + 10 * j + k;
+        fv(i, j, k) = 100 * i + 10 * j + k;
+      }
+  for (std::uint64_t p = 0; p < 24; ++p) EXPECT_EQ(c->element_as_double(p), f->element_as_double(p)) << p;
+  // Fortran: first axis fastest in memory.
+  const double* raw = reinterpret_cast<const double*>(f->data());
+  EXPECT_EQ(raw[1], 100.0);
+  EXPECT_EQ(raw[2], 10.0);
+}
+
+TEST(Buffer, CopyConvertMapsLogicalIndicesAndCastsValues_BUF8) {
+  auto src = Buffer::allocate(Descriptor::fortran_order(ScalarType::f64, ext({2, 3})), InitPolicy::zero);
+  auto sv = src->mutable_view<double>(2);
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j) sv(i, j, 0) = i * 3 + j + 0.75;
+  auto dst = Buffer::allocate(Descriptor::c_order(ScalarType::i64, ext({2, 3})), InitPolicy::zero);
+  copy_convert(*src, *dst);
+  const auto* d = dst->elements<std::int64_t>();
+  for (int p = 0; p < 6; ++p) EXPECT_EQ(d[p], p);  // C order of i*3+j, truncated
+  auto wrong = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({3, 2})), InitPolicy::zero);
+  EXPECT_THROW(copy_convert(*src, *wrong), Error);
+  auto opaque = Buffer::allocate(Descriptor::opaque_bytes(48), InitPolicy::zero);
+  EXPECT_THROW(copy_convert(*src, *opaque), Error);
+}
+
+TEST(Buffer, CopyConvertSaturatesNonFiniteIntoIntegers_BUF8) {
+  auto src = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({3})), InitPolicy::zero);
+  src->elements<double>()[0] = std::nan("");
+  src->elements<double>()[1] = 1e300;
+  src->elements<double>()[2] = -5.0;
+  auto dst = Buffer::allocate(Descriptor::c_order(ScalarType::u8, ext({3})), InitPolicy::zero);
+  copy_convert(*src, *dst);
+  EXPECT_EQ(dst->elements<std::uint8_t>()[0], 0);
+  EXPECT_EQ(dst->elements<std::uint8_t>()[1], 255);
+  EXPECT_EQ(dst->elements<std::uint8_t>()[2], 0);
+}
+
+TEST(Buffer, SharedStorageIsNotMutatedThroughPublishedBuffers_BUF9) {
+  auto a = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({2})), InitPolicy::zero);
+  a->elements<double>()[0] = 3.0;
+  ConstBufferPtr published = a;
+  auto copy = Buffer::from_bytes(published->descriptor(), published->bytes());
+  copy->elements<double>()[0] = 7.0;
+  EXPECT_EQ(published->elements<double>()[0], 3.0);
+}
+
+TEST(Buffer, VisitRealRejectsIntegerInputs_OPGEN1) {
+  auto i = Buffer::allocate(Descriptor::c_order(ScalarType::i64, ext({1, 1, 1})), InitPolicy::zero);
+  try {
+    visit_real(*i, 3, [](auto) { return 0; });
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("real-buffer visitor accepts only f32 and f64 inputs"), std::string::npos);
+  }
+}
+
+TEST(ChunkId, NameAndEquality_CHUNK1) {
+  ChunkId id{3, 1, 1000, 2, 17};
+  EXPECT_EQ(id.to_string(), "s3_l1_f1000_v2_b17");
+  ChunkId same{3, 1, 1000, 2, 17};
+  EXPECT_EQ(id, same);
+  same.version = 0;
+  EXPECT_FALSE(id == same);
+  EXPECT_NE(ChunkIdHash{}(id), ChunkIdHash{}(same));
+}
+
+// OWN-2 computed by hand with explicit 64-bit arithmetic.
+std::uint64_t reference_hash(std::int64_t step, std::int64_t level, std::int64_t block) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  const std::int64_t vals[3] = {step, level, block};
+  for (std::int64_t v : vals) {
+    const std::uint64_t u = static_cast<std::uint64_t>(v);
+    const std::uint64_t add = u + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
+    h ^= add;
+  }
+  return h;
+}
+
+TEST(Ownership, HomeRankFollowsReferenceFunction_OWN2) {
+  for (int world : {1, 2, 3, 7, 64}) {
+    for (std::int64_t b : {0, 1, 2, 99, -1}) {
+      const int expected = static_cast<int>(reference_hash(0, 1, b) % static_cast<std::uint64_t>(world));
+      EXPECT_EQ(home_rank(0, 1, b, world), expected) << "world " << world << " block " << b;
+    }
+  }
+}
+
+TEST(Ownership, FieldAndVersionDoNotMatter_OWN1) {
+  ChunkId a{0, 2, 5, 0, 11};
+  ChunkId b{0, 2, 999, 3, 11};
+  EXPECT_EQ(home_rank(a, 5), home_rank(b, 5));
+}
+
+TEST(Ownership, BlocksSpreadOverRanks_OWN2) {
+  std::vector<int> per_rank(4, 0);
+  for (int b = 0; b < 400; ++b) ++per_rank[static_cast<std::size_t>(home_rank(0, 0, b, 4))];
+  for (int r = 0; r < 4; ++r) EXPECT_GT(per_rank[static_cast<std::size_t>(r)], 40) << r;
+}
+
+}  // namespace
+}  // namespace kangaroo

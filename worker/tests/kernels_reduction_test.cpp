@@ -1,0 +1,392 @@
+// Reduction helpers (OP-RED-1..5), compared against direct sums and the
+// min/max rules written out in the test.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "kangaroo/kernels/math/extrema.h"
+#include "kernel_harness.h"
+
+namespace kangaroo {
+namespace {
+
+using test::KernelHarness;
+using test::make_filled;
+using test::throws_with;
+using test::values_of;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+std::vector<double> random_values(std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> dist(-1e3, 1e3);
+  std::vector<double> v(n);
+  for (double& x : v)
+    x = dist(rng);
+  return v;
+}
+
+// --- uniform_slice_reduce / uniform_slice_add -----------------------------------------
+
+TEST(SliceReduce, SumsInputsInOrderIntoZeroedOutput_OP_RED_1) {
+  KernelHarness h;
+  const auto a = random_values(12, 1), b = random_values(12, 2), c = random_values(12, 3);
+  h.inputs = {make_filled(ScalarType::f64, {3, 4}, a), make_filled(ScalarType::f64, {3, 4}, b),
+              make_filled(ScalarType::f64, {3, 4}, c)};
+  h.outputs = {make_filled(ScalarType::f64, {3, 4}, std::vector<double>(12, 555.0))};
+  h.run("uniform_slice_reduce");
+  const auto out = values_of(*h.outputs[0]);
+  for (std::size_t p = 0; p < 12; ++p)
+    EXPECT_EQ(out[p], ((0.0 + a[p]) + b[p]) + c[p]) << p;
+}
+
+TEST(SliceReduce, SingleInputIsCopied_OP_RED_1) {
+  KernelHarness h;
+  const std::vector<double> a{1.5, -0.0, kInf, 4.0};
+  h.inputs = {make_filled(ScalarType::f64, {4}, a)};
+  h.outputs = {make_filled(ScalarType::f64, {4}, {9, 9, 9, 9})};
+  h.run("uniform_slice_reduce");
+  const auto out = values_of(*h.outputs[0]);
+  EXPECT_EQ(out[0], 1.5);
+  EXPECT_EQ(out[1], 0.0);
+  EXPECT_EQ(out[2], kInf);
+  EXPECT_EQ(out[3], 4.0);
+}
+
+TEST(SliceReduce, NaNPropagates_OP_RED_1) {
+  KernelHarness h;
+  h.inputs = {make_filled(ScalarType::f64, {2}, {kNaN, 1.0}),
+              make_filled(ScalarType::f64, {2}, {1.0, 2.0})};
+  h.outputs = {test::make_buffer(ScalarType::f64, {2})};
+  h.run("uniform_slice_reduce");
+  const auto out = values_of(*h.outputs[0]);
+  EXPECT_TRUE(std::isnan(out[0]));
+  EXPECT_EQ(out[1], 3.0);
+}
+
+TEST(SliceReduce, F32AccumulatesInFloat64_OP_RED_1_OP_GEN_2) {
+  KernelHarness h;
+  // 2^24 + 1 + 1 is exact in float64 but not representable step by step in
+  // float32 (2^24 + 1 rounds back to 2^24).
+  const double big = 16777216.0;
+  h.inputs = {make_filled(ScalarType::f32, {2}, {big, 1.0}),
+              make_filled(ScalarType::f32, {2}, {1.0, 2.0}),
+              make_filled(ScalarType::f32, {2}, {1.0, 3.0})};
+  h.outputs = {test::make_buffer(ScalarType::f32, {2})};
+  h.run("uniform_slice_reduce");
+  const auto out = values_of(*h.outputs[0]);
+  EXPECT_EQ(out[0], static_cast<double>(static_cast<float>(big + 2.0)));
+  EXPECT_EQ(out[0], big + 2.0);
+  EXPECT_EQ(out[1], 6.0);
+}
+
+TEST(SliceReduce, FortranLayoutsSumByLogicalElement_OP_RED_1) {
+  KernelHarness h;
+  const auto a = random_values(24, 4), b = random_values(24, 5);
+  h.inputs = {test::make_fortran(ScalarType::f64, {2, 3, 4}, a),
+              test::make_fortran(ScalarType::f64, {2, 3, 4}, b)};
+  h.outputs = {Buffer::allocate(
+      Descriptor::fortran_order(ScalarType::f64, std::vector<std::uint64_t>{2, 3, 4}),
+      InitPolicy::uninitialized)};
+  h.run("uniform_slice_reduce");
+  const auto out = values_of(*h.outputs[0]);
+  for (std::size_t p = 0; p < 24; ++p)
+    EXPECT_EQ(out[p], a[p] + b[p]) << p;
+}
+
+TEST(SliceAdd, AddsTwoInputs_OP_RED_2) {
+  KernelHarness h;
+  const auto a = random_values(6, 6), b = random_values(6, 7);
+  h.inputs = {make_filled(ScalarType::f64, {2, 3}, a), make_filled(ScalarType::f64, {2, 3}, b)};
+  h.outputs = {make_filled(ScalarType::f64, {2, 3}, std::vector<double>(6, -1.0))};
+  h.run("uniform_slice_add");
+  const auto out = values_of(*h.outputs[0]);
+  for (std::size_t p = 0; p < 6; ++p)
+    EXPECT_EQ(out[p], a[p] + b[p]);
+}
+
+TEST(SliceReduceErrors, ContractViolations_OP_RED_1_OP_RED_2) {
+  auto f64 = [](std::vector<std::uint64_t> e) {
+    return test::make_buffer(ScalarType::f64, std::move(e));
+  };
+  KernelHarness h;
+  h.outputs = {f64({2, 3})};
+  h.inputs = {};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_reduce"); },
+                          "uniform_slice_reduce: invalid parameters"));
+  h.inputs = {f64({2, 3})};
+  EXPECT_TRUE(
+      throws_with([&] { h.run("uniform_slice_add"); }, "uniform_slice_add: invalid parameters"));
+  h.inputs = {f64({2, 3}), f64({3, 2})};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_reduce"); },
+                          "generic reduction requires identical descriptors"));
+  h.inputs = {f64({2, 3}), test::make_buffer(ScalarType::f32, {2, 3})};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_add"); },
+                          "generic reduction requires identical descriptors"));
+  h.inputs = {f64({6})};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_reduce"); },
+                          "generic reduction requires identical descriptors"));
+  // Same dtype and extents, different strides.
+  h.inputs = {
+      Buffer::allocate(Descriptor::fortran_order(ScalarType::f64, std::vector<std::uint64_t>{2, 3}),
+                       InitPolicy::zero)};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_reduce"); },
+                          "generic reduction requires identical descriptors"));
+  h.inputs = {test::make_buffer(ScalarType::i64, {2, 3})};
+  h.outputs = {test::make_buffer(ScalarType::i64, {2, 3})};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_reduce"); }, "output must be f32 or f64"));
+  h.outputs = {};
+  EXPECT_TRUE(
+      throws_with([&] { h.run("uniform_slice_reduce"); }, "invalid parameters: missing output 0"));
+}
+
+// --- uniform_slice_finalize ---------------------------------------------------------------
+
+SliceFinalizeParams finalize(double pixel_area) {
+  SliceFinalizeParams p;
+  p.pixel_area = pixel_area;
+  return p;
+}
+
+TEST(SliceFinalize, SliceDividesSumByAreaNaNWhereUnsampled_OP_RED_3) {
+  KernelHarness h;
+  h.inputs = {make_filled(ScalarType::f64, {2, 2}, {3.0, 0.0, -2.0, 5.0}),
+              make_filled(ScalarType::f64, {2, 2}, {1.5, 0.0, 0.5, 0.25})};
+  h.outputs = {test::make_buffer(ScalarType::f64, {2, 2})};
+  h.params = finalize(0.5);  // ignored by the two-input form
+  h.run("uniform_slice_finalize");
+  const auto out = values_of(*h.outputs[0]);
+  EXPECT_EQ(out[0], 2.0);
+  EXPECT_TRUE(std::isnan(out[1]));
+  EXPECT_EQ(out[2], -4.0);
+  EXPECT_EQ(out[3], 20.0);
+}
+
+TEST(SliceFinalize, ProjectionDividesByPixelArea_OP_RED_3_OP_PROJ_2) {
+  KernelHarness h;
+  const auto sum = random_values(6, 8);
+  h.inputs = {make_filled(ScalarType::f64, {2, 3}, sum)};
+  h.outputs = {test::make_buffer(ScalarType::f32, {2, 3})};
+  h.params = finalize(0.125);
+  h.run("uniform_slice_finalize");
+  const auto out = values_of(*h.outputs[0]);
+  for (std::size_t p = 0; p < 6; ++p)
+    EXPECT_EQ(out[p], static_cast<double>(static_cast<float>(sum[p] / 0.125)));
+}
+
+TEST(SliceFinalize, LargeImagesCrossStagingBlocks_OP_RED_3) {
+  KernelHarness h;
+  const std::size_t n = 100 * 90;
+  const auto sum = random_values(n, 9);
+  auto area = random_values(n, 10);
+  for (std::size_t p = 0; p < n; p += 7)
+    area[p] = 0.0;
+  h.inputs = {make_filled(ScalarType::f64, {100, 90}, sum),
+              make_filled(ScalarType::f64, {100, 90}, area)};
+  h.outputs = {test::make_buffer(ScalarType::f64, {100, 90})};
+  h.params = finalize(1.0);
+  h.run("uniform_slice_finalize");
+  const auto out = values_of(*h.outputs[0]);
+  for (std::size_t p = 0; p < n; ++p) {
+    if (area[p] == 0.0) {
+      ASSERT_TRUE(std::isnan(out[p])) << p;
+    } else {
+      ASSERT_EQ(out[p], sum[p] / area[p]) << p;
+    }
+  }
+}
+
+TEST(SliceFinalizeErrors, ContractViolations_OP_RED_3) {
+  auto f64 = [](std::vector<std::uint64_t> e) {
+    return test::make_buffer(ScalarType::f64, std::move(e));
+  };
+  KernelHarness h;
+  h.inputs = {f64({2, 2})};
+  h.outputs = {f64({2, 2})};
+  for (double area : {0.0, -1.0, kNaN, kInf}) {
+    h.params = finalize(area);
+    EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_finalize"); },
+                            "uniform_slice_finalize: invalid parameters: pixel_area"))
+        << area;
+  }
+  h.params = finalize(1.0);
+  h.inputs = {f64({2, 2}), f64({2, 2}), f64({2, 2})};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_finalize"); },
+                          "uniform_slice_finalize: invalid parameters"));
+  h.inputs = {};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_finalize"); },
+                          "uniform_slice_finalize: invalid parameters"));
+  h.inputs = {test::make_buffer(ScalarType::f32, {2, 2})};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_finalize"); }, "must be f64"));
+  h.inputs = {f64({2, 2}), f64({5})};
+  EXPECT_TRUE(
+      throws_with([&] { h.run("uniform_slice_finalize"); }, "with the output's 4 elements"));
+  h.inputs = {f64({2, 2})};
+  h.outputs = {test::make_buffer(ScalarType::u8, {2, 2})};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_finalize"); }, "output must be f32 or f64"));
+  h.outputs = {f64({2, 2})};
+  h.params = FiniteOnlyParams{};
+  EXPECT_TRUE(throws_with([&] { h.run("uniform_slice_finalize"); }, "invalid parameters"));
+}
+
+// --- particle scalar reducers -------------------------------------------------------------
+
+BufferPtr i64_scalar(std::int64_t v) {
+  BufferPtr b = test::make_buffer(ScalarType::i64, {1});
+  b->elements<std::int64_t>()[0] = v;
+  return b;
+}
+
+BufferPtr f64_scalar(double v) {
+  return make_filled(ScalarType::f64, {1}, {v});
+}
+
+BufferPtr empty_dynamic(ScalarType t) {
+  BufferPtr b = Buffer::allocate_dynamic(t, 4, InitPolicy::zero);
+  b->commit(0);
+  return b;
+}
+
+TEST(Int64SumReduce, SumsFirstElementsSkippingEmptyInputs_OP_RED_4) {
+  KernelHarness h;
+  const std::int64_t big = std::int64_t{1} << 53;
+  h.inputs = {i64_scalar(big),
+              i64_scalar(1),
+              empty_dynamic(ScalarType::i64),
+              i64_scalar(-7),
+              make_filled(ScalarType::i64, {3}, {5, 100, 100}),
+              test::make_buffer(ScalarType::u8, {4})};
+  h.outputs = {test::make_buffer(ScalarType::i64, {1})};
+  h.run("particle_int64_sum_reduce");
+  // Exact integer arithmetic: 2^53 + 1 is not representable as a double.
+  EXPECT_EQ(h.outputs[0]->elements<std::int64_t>()[0], big + 1 - 7 + 5);
+}
+
+TEST(Int64SumReduce, NoInputsGiveZeroAndDynamicOutputIsCommitted_OP_RED_4) {
+  KernelHarness h;
+  h.outputs = {Buffer::allocate_dynamic(ScalarType::i64, 1, InitPolicy::uninitialized)};
+  h.run("particle_int64_sum_reduce");
+  ASSERT_TRUE(h.outputs[0]->is_committed());
+  EXPECT_EQ(h.outputs[0]->descriptor().extents[0], 1u);
+  EXPECT_EQ(h.outputs[0]->elements<std::int64_t>()[0], 0);
+}
+
+TEST(Int64SumReduceErrors, ContractViolations_OP_RED_4) {
+  KernelHarness h;
+  h.inputs = {i64_scalar(std::numeric_limits<std::int64_t>::max()), i64_scalar(1)};
+  h.outputs = {test::make_buffer(ScalarType::i64, {1})};
+  EXPECT_TRUE(throws_with([&] { h.run("particle_int64_sum_reduce"); }, "overflows int64"));
+  h.inputs = {f64_scalar(1.0)};
+  EXPECT_TRUE(throws_with([&] { h.run("particle_int64_sum_reduce"); }, "input 0 must be i64"));
+  h.inputs = {i64_scalar(1)};
+  h.outputs = {test::make_buffer(ScalarType::f64, {1})};
+  EXPECT_TRUE(throws_with([&] { h.run("particle_int64_sum_reduce"); }, "output must be i64[1]"));
+  h.outputs = {test::make_buffer(ScalarType::i64, {2})};
+  EXPECT_TRUE(throws_with([&] { h.run("particle_int64_sum_reduce"); }, "exactly one element"));
+}
+
+FiniteOnlyParams finite_only(bool v) {
+  FiniteOnlyParams p;
+  p.finite_only = v;
+  return p;
+}
+
+// Written-out OP-PART-6 rule, independent of the shared header.
+double reference_extremum(const std::vector<double>& xs, bool want_min, bool finite) {
+  bool any = false;
+  double best = 0.0;
+  for (double x : xs) {
+    if (finite && !std::isfinite(x)) continue;
+    if (std::isnan(x)) return kNaN;
+    if (!any || (want_min ? x < best : x > best)) best = x;
+    any = true;
+  }
+  if (!any) return want_min ? kInf : -kInf;
+  return best;
+}
+
+void expect_same(double got, double want) {
+  if (std::isnan(want)) {
+    EXPECT_TRUE(std::isnan(got));
+  } else {
+    EXPECT_EQ(got, want);
+  }
+}
+
+TEST(ScalarExtremumReduce, FiniteOnlyAndNumpyRules_OP_RED_5) {
+  const std::vector<std::vector<double>> cases{
+      {3.0, -2.0, 7.5}, {3.0, kNaN, -2.0}, {kInf, 1.0, -kInf}, {kNaN, kInf}, {-0.5}, {},
+  };
+  for (const auto& xs : cases) {
+    for (bool finite : {true, false}) {
+      for (bool want_min : {true, false}) {
+        KernelHarness h;
+        for (double x : xs)
+          h.inputs.push_back(f64_scalar(x));
+        // Empty partial results (fewer than 8 bytes) are skipped.
+        h.inputs.push_back(empty_dynamic(ScalarType::f64));
+        h.outputs = {test::make_buffer(ScalarType::f64, {1})};
+        h.params = finite_only(finite);
+        h.run(want_min ? "particle_scalar_min_reduce" : "particle_scalar_max_reduce");
+        SCOPED_TRACE(testing::Message()
+                     << "case size " << xs.size() << " finite " << finite << " min " << want_min);
+        expect_same(values_of(*h.outputs[0])[0], reference_extremum(xs, want_min, finite));
+      }
+    }
+  }
+}
+
+TEST(ScalarExtremumReduce, NoQualifyingValueGivesIdentity_OP_RED_5) {
+  KernelHarness h;
+  h.inputs = {f64_scalar(kNaN), f64_scalar(kInf)};
+  h.outputs = {test::make_buffer(ScalarType::f64, {1})};
+  h.params = finite_only(true);
+  h.run("particle_scalar_min_reduce");
+  EXPECT_EQ(values_of(*h.outputs[0])[0], kInf);
+  h.run("particle_scalar_max_reduce");
+  EXPECT_EQ(values_of(*h.outputs[0])[0], -kInf);
+}
+
+TEST(ScalarExtremumReduce, ChunkingDoesNotChangeTheResult_OP_PART_6) {
+  // Reducing per-chunk minima gives the minimum over all values under both
+  // rules; the reducer and the rule in the shared header must agree.
+  const std::vector<double> all{4.0, kInf, -1.0, kNaN, 2.5, -kInf, 0.0};
+  for (bool finite : {true, false}) {
+    double one_pass = math::min_identity();
+    for (double x : all)
+      one_pass = math::min_rule(one_pass, x, finite);
+    KernelHarness h;
+    for (std::size_t start = 0; start < all.size(); start += 3) {
+      double partial = math::min_identity();
+      for (std::size_t i = start; i < std::min(all.size(), start + 3); ++i)
+        partial = math::min_rule(partial, all[i], finite);
+      h.inputs.push_back(f64_scalar(partial));
+    }
+    h.outputs = {test::make_buffer(ScalarType::f64, {1})};
+    h.params = finite_only(finite);
+    h.run("particle_scalar_min_reduce");
+    expect_same(values_of(*h.outputs[0])[0], one_pass);
+    expect_same(one_pass, reference_extremum(all, true, finite));
+  }
+}
+
+TEST(ScalarExtremumReduceErrors, ContractViolations_OP_RED_5) {
+  KernelHarness h;
+  h.inputs = {i64_scalar(3)};
+  h.outputs = {test::make_buffer(ScalarType::f64, {1})};
+  h.params = finite_only(true);
+  EXPECT_TRUE(throws_with([&] { h.run("particle_scalar_max_reduce"); }, "input 0 must be f64"));
+  h.inputs = {f64_scalar(1.0)};
+  h.outputs = {test::make_buffer(ScalarType::i64, {1})};
+  EXPECT_TRUE(throws_with([&] { h.run("particle_scalar_max_reduce"); }, "output must be f64[1]"));
+  h.outputs = {test::make_buffer(ScalarType::f64, {1})};
+  h.params = ScalarParams{};
+  EXPECT_TRUE(throws_with([&] { h.run("particle_scalar_min_reduce"); }, "invalid parameters"));
+}
+
+}  // namespace
+}  // namespace kangaroo
