@@ -19,4 +19,16 @@ DeviceStatus probe_devices() {
   return s;
 }
 
+bool gpu_selftest(std::string& detail) {
+#if defined(KANGAROO_HAVE_CUDA)
+  char buf[512] = {0};
+  const int rc = kangaroo_cuda_selftest(buf, sizeof buf);
+  detail = buf;
+  return rc == 0;
+#else
+  detail = "this build has no CUDA support";
+  return false;
+#endif
+}
+
 }  // namespace kangaroo

@@ -14,4 +14,8 @@ struct DeviceStatus {
 
 DeviceStatus probe_devices();
 
+// Runs a small kernel on the first device and checks it against the CPU
+// formula it shares. False with a reason when no device is usable.
+bool gpu_selftest(std::string& detail);
+
 }  // namespace kangaroo
