@@ -49,7 +49,10 @@ struct Task {
   std::int64_t index = 0;  // block position (chunk) or group (graph)
   std::int32_t block = 0;  // task block or group output block
   std::uint32_t pending = 0;
-  std::uint32_t n_inputs = 0;  // reads[0..n_inputs) are kernel inputs, the rest neighbors
+  // reads[0..n_inputs) are kernel inputs, [n_inputs..n_base) neighbor reads,
+  // [n_base..) the kernel's extra reads.
+  std::uint32_t n_inputs = 0;
+  std::uint32_t n_base = 0;
   bool empty_group = false;
   std::vector<ConstBufferPtr> reads;
   std::vector<ChunkId> read_ids;
@@ -257,8 +260,10 @@ struct Executor::Impl {
 
   // Appends the chunk identities a task reads, in kernel order (RED-5),
   // then its neighbor reads. Returns false for an empty graph group.
-  void task_reads(int s, int t, const TemplateInfo& info, std::int64_t index, std::int32_t block,
-                  std::vector<ChunkId>& ids, std::vector<NeighborSlot>* slots) {
+  // Returns how many of the appended reads are template inputs and neighbor
+  // reads; the extra reads of the kernel follow them.
+  std::size_t task_reads(int s, int t, const TemplateInfo& info, std::int64_t index, std::int32_t block,
+                         std::vector<ChunkId>& ids, std::vector<NeighborSlot>* slots) {
     const TaskTemplate& tm = *info.tmpl;
     if (tm.plane == Plane::graph) {
       const auto& g = *tm.graph_reduce;
@@ -268,8 +273,25 @@ struct Executor::Impl {
           ids.push_back({ip.step, ip.level, ip.field, ip.version, g.input_block(p)});
         }
       }
-      return;
+    } else {
+      chunk_task_reads(s, t, info, block, ids, slots);
     }
+    const std::size_t base = ids.size();
+    if (info.entry != nullptr && info.entry->extra_reads != nullptr && info.entry->implemented) {
+      ExtraReadQuery q;
+      q.runmeta = &meta;
+      q.step = tm.domain.step;
+      q.level = tm.domain.level;
+      q.block = block;
+      q.params = &tm.params;
+      info.entry->extra_reads(q, ids);
+    }
+    return base;
+  }
+
+  void chunk_task_reads(int s, int t, const TemplateInfo& info, std::int32_t block, std::vector<ChunkId>& ids,
+                        std::vector<NeighborSlot>* slots) {
+    const TaskTemplate& tm = *info.tmpl;
     for (const auto& ip : info.inputs) {
       std::int32_t b = block;
       if (ip.mode == BlockMode::fixed_block) {
@@ -488,14 +510,16 @@ struct Executor::Impl {
       task->index = index;
       task->block = task_block(info, index);
       ++st.outstanding;
+      std::size_t base = 0;
       try {
-        task_reads(s, t, info, index, task->block, task->read_ids, &task->neighbor_slots);
+        base = task_reads(s, t, info, index, task->block, task->read_ids, &task->neighbor_slots);
       } catch (...) {
         task->error = std::current_exception();
         account(task);
         return task;
       }
-      task->n_inputs = static_cast<std::uint32_t>(task->read_ids.size() - task->neighbor_slots.size());
+      task->n_base = static_cast<std::uint32_t>(base);
+      task->n_inputs = static_cast<std::uint32_t>(base - task->neighbor_slots.size());
       if (info.tmpl->plane == Plane::graph) {
         const auto [b, e] = info.tmpl->graph_reduce->group_range(index);
         task->empty_group = b >= e;
@@ -790,7 +814,7 @@ struct Executor::Impl {
       std::vector<NeighborCollection> neighbors;
       if (!t->neighbor_slots.empty() || (tm.deps.kind == DepKind::face_neighbors)) {
         neighbors = assemble_neighbors(info.halo_inputs, tm.deps, t->neighbor_slots,
-                                       std::span(t->reads).subspan(t->n_inputs));
+                                       std::span(t->reads).subspan(t->n_inputs, t->n_base - t->n_inputs));
       }
       KernelContext ctx;
       ctx.kernel = tm.kernel;
@@ -805,6 +829,8 @@ struct Executor::Impl {
       ctx.params = &tm.params;
       ctx.covered = info.covered;
       ctx.dataset = dataset;
+      ctx.extra_ids = std::span<const ChunkId>(t->read_ids).subspan(t->n_base);
+      ctx.extra_chunks = std::span<const ConstBufferPtr>(t->reads).subspan(t->n_base);
       info.entry->fn(ctx);
       for (std::size_t o = 0; o < tm.outputs.size(); ++o) finalize_output(tm, allocated[o], t->outputs[o]);
     } catch (const Error& e) {

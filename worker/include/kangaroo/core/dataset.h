@@ -56,6 +56,14 @@ class Dataset {
   // Raw particle component as a rank-1 f32/f64/i64 buffer.
   virtual ConstBufferPtr read_particle_field(const std::string& type, const std::string& field,
                                              std::int64_t chunk);
+  // Spatial dimension of a species' positions (x, y, z are its first `dim`).
+  virtual int particle_dim(const std::string& type) const;
+  // PMETA-1: chunk index of particle grid `grid` of `level` (level-major).
+  virtual std::int64_t particle_grid_chunk(const std::string& type, std::int32_t level,
+                                           std::int32_t grid) const;
+  // BACK-AMREX-11: fails with "particle grids do not match mesh blocks on
+  // level <L>" when the species' grids on `level` are not the mesh blocks.
+  virtual void require_particle_grids_match_mesh(const std::string& type, std::int32_t level) const;
 };
 
 using DatasetPtr = std::shared_ptr<Dataset>;

@@ -45,6 +45,10 @@ struct KernelContext {
   const KernelParams* params = nullptr;
   std::span<const IndexBox> covered;  // coverage list attached per PLAN-9
   Dataset* dataset = nullptr;         // may be null (no dataset)
+  // Chunks the kernel's extra-read function asked for (KernelEntry::extra_reads),
+  // resolved by the executor before the kernel runs, in the order requested.
+  std::span<const ChunkId> extra_ids;
+  std::span<const ConstBufferPtr> extra_chunks;
 
   template <class P>
   const P& param() const {
@@ -75,6 +79,18 @@ struct BoundQuery {
 // Element capacity, or nullopt when unresolvable.
 using BoundFn = std::optional<std::uint64_t> (*)(const BoundQuery&);
 
+// Input to an extra-read function: which task is about to run.
+struct ExtraReadQuery {
+  const RunMeta* runmeta = nullptr;
+  std::int32_t step = 0, level = 0, block = 0;
+  const KernelParams* params = nullptr;
+};
+// Appends chunk identities a task reads beyond its template inputs (e.g. the
+// blocks an AMR halo overlaps). The executor resolves them like inputs — from
+// the store, the dataset, or by waiting for a planned producer — so kernels
+// never block on data. Must be deterministic; may throw kangaroo::Error.
+using ExtraReadsFn = void (*)(const ExtraReadQuery&, std::vector<ChunkId>& out);
+
 struct KernelDescriptor {
   std::string name;
   int n_inputs = 0;   // documentation only (KREG-3)
@@ -88,6 +104,7 @@ struct KernelEntry {
   ParamType param_type = ParamType::none;
   KernelFn fn = nullptr;
   BoundFn bound = nullptr;
+  ExtraReadsFn extra_reads = nullptr;
   // False for catalog entries whose implementation arrives with a later
   // component; running them fails with "not implemented in this build".
   bool implemented = true;
