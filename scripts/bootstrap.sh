@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   cmake ninja-build g++ pkgconf ccache
   nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev
-  python3-numpy python3-pytest python3-venv
+  python3-numpy python3-pytest python3-venv python3-yt python3-matplotlib
   python3-dask python3-distributed python3-psutil
   clang-14 libclang-rt-14-dev clang-format clang-tidy
   curl

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -18,6 +19,7 @@
 #include "kangaroo/core/npy.h"
 #include "kangaroo/core/plan_json.h"
 #include "kangaroo/core/prepare.h"
+#include "kangaroo/data/amrex_plotfile.h"
 #include "kangaroo/data/memory_dataset.h"
 #include "kangaroo/data/uri.h"
 #include "kangaroo/exec/executor.h"
@@ -34,16 +36,22 @@ constexpr std::uint64_t kMaxDocumentBytes = 1ull << 30;
 const char* kUsage =
     "usage:\n"
     "  kangaroo-worker validate PLAN.json [--runmeta RUNMETA.json]\n"
-    "  kangaroo-worker run --plan PLAN.json --runmeta RUNMETA.json --dataset URI --out DIR\n"
-    "                      [--seed DIR]... [--event-log PATH] [--threads N] [--window N]\n"
+    "  kangaroo-worker run --plan PLAN.json [--runmeta RUNMETA.json] --dataset URI --out DIR\n"
+    "                      [--seed DIR]... [--field ID=NAME | --field ID=#COMP]...\n"
+    "                      [--event-log PATH] [--threads N] [--window N]\n"
     "                      [--output FIELD[:VERSION]]... [--all-outputs] [--progress] [--run-id ID]\n"
+    "  kangaroo-worker metadata --dataset URI [--runmeta-out FILE]\n"
     "  kangaroo-worker kernels [--json]\n"
     "  kangaroo-worker devices\n"
     "\n"
     "run writes the plan's result chunks (outputs no task of the plan reads, plus any\n"
     "--output field) to DIR as s<step>_l<level>_f<field>_v<version>_b<block>.npy (.bin for\n"
     "opaque bytes) with manifest.json; DIR appears only when the run succeeded.\n"
-    "--seed DIR loads such files into a memory:// dataset.\n";
+    "--seed DIR loads such files into a memory:// dataset. --field registers dataset\n"
+    "field ID as the variable NAME (or component COMP) of a plotfile. --runmeta may\n"
+    "be left out for amrex:// datasets: the run metadata is synthesized from the plotfile.\n"
+    "metadata prints the dataset's metadata as JSON; --runmeta-out also writes the\n"
+    "synthesized RunMeta.\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -143,6 +151,49 @@ std::pair<std::int32_t, std::int32_t> parse_output_selector(const std::string& s
   }
 }
 
+struct FieldBinding {
+  std::int32_t id = 0;
+  std::string name;           // variable name, or empty when `component` is used
+  std::int32_t component = -1;
+};
+
+// --field ID=NAME or --field ID=#COMP.
+FieldBinding parse_field_binding(const std::string& s) {
+  const auto eq = s.find('=');
+  FieldBinding b;
+  try {
+    if (eq == std::string::npos || eq == 0 || eq + 1 >= s.size()) throw std::invalid_argument(s);
+    std::size_t used = 0;
+    const long long id = std::stoll(s.substr(0, eq), &used);
+    if (used != eq || id < 0 || id > std::numeric_limits<std::int32_t>::max()) throw std::invalid_argument(s);
+    b.id = static_cast<std::int32_t>(id);
+    const std::string rest = s.substr(eq + 1);
+    if (rest[0] == '#') {
+      const long long c = std::stoll(rest.substr(1), &used);
+      if (used + 1 != rest.size() || c < 0 || c > std::numeric_limits<std::int32_t>::max()) {
+        throw std::invalid_argument(s);
+      }
+      b.component = static_cast<std::int32_t>(c);
+    } else {
+      b.name = rest;
+    }
+  } catch (const std::exception&) {
+    throw UsageError("--field expects ID=NAME or ID=#COMPONENT (ID a non-negative integer), got '" + s + "'");
+  }
+  return b;
+}
+
+// RunMeta synthesized from the dataset's own metadata (COORD-4, API-13);
+// only plotfile datasets carry enough geometry.
+RunMeta synthesize_dataset_runmeta(const Dataset& dataset) {
+  const auto reader = amrex_dataset_reader(dataset);
+  if (!reader) {
+    fail(ErrorKind::invalid_argument, "cannot synthesize run metadata for a " + std::string(dataset.kind()) +
+                                          " dataset (" + dataset.uri() + "); pass --runmeta");
+  }
+  return synthesize_runmeta(*reader);
+}
+
 int parse_positive(const std::string& flag, const std::string& v) {
   try {
     std::size_t used = 0;
@@ -157,6 +208,7 @@ int parse_positive(const std::string& flag, const std::string& v) {
 int cmd_run(const std::vector<std::string>& args) {
   std::string plan_path, runmeta_path, dataset_uri, out_dir, event_log, run_id = "run";
   std::vector<std::string> seeds;
+  std::vector<FieldBinding> bindings;
   std::vector<std::pair<std::int32_t, std::int32_t>> selectors;
   bool all_outputs = false;
   bool progress = false;
@@ -172,6 +224,7 @@ int cmd_run(const std::vector<std::string>& args) {
     else if (a == "--dataset") dataset_uri = value();
     else if (a == "--out") out_dir = value();
     else if (a == "--seed") seeds.push_back(value());
+    else if (a == "--field") bindings.push_back(parse_field_binding(value()));
     else if (a == "--event-log") event_log = value();
     else if (a == "--threads") opt.threads = parse_positive(a, value());
     else if (a == "--window") opt.max_active_tasks = static_cast<std::size_t>(parse_positive(a, value()));
@@ -181,8 +234,8 @@ int cmd_run(const std::vector<std::string>& args) {
     else if (a == "--run-id") run_id = value();
     else throw UsageError("run: unexpected argument '" + a + "'");
   }
-  if (plan_path.empty() || runmeta_path.empty() || dataset_uri.empty() || out_dir.empty()) {
-    throw UsageError("run: --plan, --runmeta, --dataset and --out are required");
+  if (plan_path.empty() || dataset_uri.empty() || out_dir.empty()) {
+    throw UsageError("run: --plan, --dataset and --out are required");
   }
   std::error_code ec;
   if (fs::exists(out_dir, ec) && !(fs::is_directory(out_dir, ec) && fs::is_empty(out_dir, ec))) {
@@ -192,17 +245,10 @@ int cmd_run(const std::vector<std::string>& args) {
   KernelRegistry registry;
   register_default_kernels(registry);
   PreparedPlan prepared;
-  RunMeta meta;
   try {
     prepared = prepare_plan(decode_plan(read_text(plan_path)), registry);
   } catch (const PlanError& e) {
     print_plan_error(e, plan_path);
-    return 2;
-  }
-  try {
-    meta = decode_runmeta(read_text(runmeta_path));
-  } catch (const PlanError& e) {
-    print_plan_error(e, runmeta_path);
     return 2;
   }
 
@@ -214,6 +260,23 @@ int cmd_run(const std::vector<std::string>& args) {
       const auto n = mem->seed_from_directory(dir);
       std::cerr << "seeded " << n << " chunk(s) from " << dir << "\n";
     }
+  }
+  if (!bindings.empty() && dataset->kind() == "memory") {
+    throw UsageError("--field needs a dataset with named fields; memory:// chunks are addressed by field ID");
+  }
+  for (const auto& b : bindings) {
+    if (b.component >= 0) dataset->register_field_component(b.id, b.component);
+    else dataset->register_field(b.id, b.name);
+  }
+
+  RunMeta meta;
+  try {
+    if (!runmeta_path.empty()) meta = decode_runmeta(read_text(runmeta_path));
+    else if (amrex_dataset_reader(*dataset)) meta = synthesize_dataset_runmeta(*dataset);
+    else throw UsageError("run: --runmeta is required for a " + std::string(dataset->kind()) + " dataset");
+  } catch (const PlanError& e) {
+    print_plan_error(e, runmeta_path.empty() ? dataset_uri : runmeta_path);
+    return 2;
   }
 
   auto log = EventLog::open(event_log, opt.rank);
@@ -303,6 +366,34 @@ int cmd_run(const std::vector<std::string>& args) {
   return 0;
 }
 
+int cmd_metadata(const std::vector<std::string>& args) {
+  std::string dataset_uri, runmeta_out;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--dataset" && i + 1 < args.size()) dataset_uri = args[++i];
+    else if (a == "--runmeta-out" && i + 1 < args.size()) runmeta_out = args[++i];
+    else throw UsageError("metadata: unexpected argument '" + a + "'");
+  }
+  if (dataset_uri.empty()) throw UsageError("metadata: --dataset is required");
+  std::string text;
+  std::optional<RunMeta> meta;
+  try {
+    auto dataset = open_dataset_uri(dataset_uri);
+    text = dataset->metadata_json(0);
+    if (!runmeta_out.empty()) meta = synthesize_dataset_runmeta(*dataset);
+  } catch (const Error& e) {
+    // META-3: metadata failures carry the URI.
+    std::cerr << "error: Failed to load dataset metadata for '" << dataset_uri << "': " << e.what() << "\n";
+    return 1;
+  }
+  if (meta) {
+    const std::string doc = encode_runmeta(*meta) + "\n";
+    write_file_atomic(runmeta_out, std::span(reinterpret_cast<const std::byte*>(doc.data()), doc.size()));
+  }
+  std::cout << text << "\n";
+  return 0;
+}
+
 int cmd_kernels(const std::vector<std::string>& args) {
   const bool as_json = !args.empty() && args[0] == "--json";
   KernelRegistry registry;
@@ -346,6 +437,7 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "validate") return cmd_validate(args);
     if (cmd == "run") return cmd_run(args);
+    if (cmd == "metadata") return cmd_metadata(args);
     if (cmd == "kernels") return cmd_kernels(args);
     if (cmd == "devices") return cmd_devices();
     throw UsageError("unknown command '" + cmd + "'");

@@ -727,7 +727,12 @@ struct Executor::Impl {
             q.dtype = spec.dtype;
             q.runmeta = &meta;
             q.dataset = dataset;
-            q.estimate_bytes = [this](const ChunkId& id) -> std::uint64_t {
+            // Chunks this task already resolved (inputs, extra reads) answer
+            // first, so bounds also work for fields produced by the plan.
+            q.estimate_bytes = [this, &t](const ChunkId& id) -> std::uint64_t {
+              for (std::size_t r = 0; r < t.read_ids.size(); ++r) {
+                if (t.read_ids[r] == id && t.reads[r]) return t.reads[r]->byte_size();
+              }
               return dataset != nullptr ? dataset->estimate_chunk_bytes(id) : 0;
             };
             q.step = tm.domain.step;

@@ -280,6 +280,20 @@ void scatter_linear(Buffer& b, std::uint64_t start, std::size_t count, const Src
   fail(ErrorKind::buffer, "numeric access to an opaque buffer is not allowed (BUF-4)");
 }
 
+// Bounding box of the level-0 boxes of a step: the domain that periodic axes
+// wrap into (OP-GRAD-1, OP-GRAD-3, OP-CIC-1). Empty when level 0 has no boxes.
+inline IndexBox level0_bounding_box(const StepMeta& step) {
+  if (step.levels.empty() || step.levels[0].boxes.empty()) return IndexBox{};
+  IndexBox bbox = step.levels[0].boxes[0];
+  for (const IndexBox& b : step.levels[0].boxes) {
+    for (int a = 0; a < 3; ++a) {
+      bbox.lo[a] = std::min(bbox.lo[a], b.lo[a]);
+      bbox.hi[a] = std::max(bbox.hi[a], b.hi[a]);
+    }
+  }
+  return bbox;
+}
+
 // COV-2 membership for the cells of one region (a block, or one plane of it).
 // Coverage lists name boxes across the whole level; only the few that touch
 // the region matter, and painting them once turns the per-cell test into a

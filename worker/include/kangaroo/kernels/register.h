@@ -18,9 +18,12 @@ void register_mesh_kernels(KernelRegistry& registry);
 void register_histogram_kernels(KernelRegistry& registry);
 // Every particle_* kernel that works on in-memory chunks (OP-PART-*).
 void register_particle_kernels(KernelRegistry& registry);
-// Catalog entries whose implementations arrive with the AMReX component
-// (plotfile_load, amr_subbox_fetch_pack, gradU_stencil, vorticity_mag,
-// particle_cic_*) and the flux component (flux, cylindrical flux, Toomre).
+// The AMReX component: plotfile_load, amr_subbox_fetch_pack, gradU_stencil,
+// vorticity_mag (OP-LOAD-1, OP-GRAD-*, OP-VORT-1) and
+// particle_cic_grid_accumulate, particle_cic_projection_accumulate (OP-CIC-*).
+void register_amr_kernels(KernelRegistry& registry);
+// Catalog entries whose implementations arrive with the flux component
+// (flux, cylindrical flux, Toomre).
 void register_pending_kernels(KernelRegistry& registry);
 
 }  // namespace kangaroo
