@@ -1107,6 +1107,24 @@ def _empty_slice_stage(sm, dl, src, params, cov, img, alloc, read_after, name):
     return st, ir.LevelValue(sum_f, dl, 0, st), ir.LevelValue(area_f, dl, 0, st)
 
 
+def _finish_projection(stages, vals, img, alloc, sm, dl, rect, nu, nv, world_size, home, name, out_field, info):
+    """Location-preserving level combination (LOW-7) and the one-input finalize
+    dividing by the pixel area (LOW-8, OP-RED-3), shared by mesh and particle
+    projections."""
+    c_stages, comb = ir.level_combination_stages(
+        vals, buffer=img, alloc_field=alloc, step=sm.step, dataset_level=dl, preserve_location=True,
+        home_order=True, world_size=world_size, home=home, name=f"{name}_combine")
+    stages += c_stages
+    u0, v0, u1, v1 = rect
+    pixel_area = abs((u1 - u0) / nu) * abs((v1 - v0) / nv)
+    fin = ir.final_stage(
+        [comb], out_field=out_field, buffer=_image_spec(nu, nv), kernel="uniform_slice_finalize", step=sm.step,
+        dataset_level=dl, params=ir.SliceFinalizeParams(pixel_area=pixel_area), name=f"{name}_finalize")
+    stages.append(fin)
+    return Fragment(stages, out_field, sm.step, dl, 0, fin, shape=(nv, nu), dtype="f64",
+                    info={**info, "pixel_area": pixel_area})
+
+
 def projection_plan(
     runmeta: RunMeta,
     field_id: Any,
@@ -1189,18 +1207,8 @@ def projection_plan(
         stages.append(st)
         vals = [ir.LevelValue(acc, dl, 0, st)]
 
-    c_stages, comb = ir.level_combination_stages(
-        vals, buffer=img, alloc_field=alloc, step=sm.step, dataset_level=dl, preserve_location=True,
-        home_order=True, world_size=world_size, home=home, name=f"{name}_combine")
-    stages += c_stages
-    u0, v0, u1, v1 = rect
-    pixel_area = abs((u1 - u0) / nu) * abs((v1 - v0) / nv)
-    fin = ir.final_stage(
-        [comb], out_field=out_field, buffer=_image_spec(nu, nv), kernel="uniform_slice_finalize", step=sm.step,
-        dataset_level=dl, params=ir.SliceFinalizeParams(pixel_area=pixel_area), name=f"{name}_finalize")
-    stages.append(fin)
-    return Fragment(stages, out_field, sm.step, dl, 0, fin, shape=(nv, nu), dtype="f64",
-                    info={"slab_ranges": r, "blocks": selected, "pixel_area": pixel_area})
+    return _finish_projection(stages, vals, img, alloc, sm, dl, rect, nu, nv, world_size, home, name, out_field,
+                              {"slab_ranges": r, "blocks": selected})
 
 
 # ---------------------------------------------------------------------------
@@ -1678,15 +1686,5 @@ def particle_cic_projection_plan(
         stages.append(st)
         vals = [ir.LevelValue(acc, dl, 0, st)]
 
-    c_stages, comb = ir.level_combination_stages(
-        vals, buffer=img, alloc_field=alloc, step=sm.step, dataset_level=dl, preserve_location=True,
-        home_order=True, world_size=world_size, home=home, name=f"{name}_combine")
-    stages += c_stages
-    u0, v0, u1, v1 = rect
-    pixel_area = abs((u1 - u0) / nu) * abs((v1 - v0) / nv)
-    fin = ir.final_stage(
-        [comb], out_field=out_field, buffer=_image_spec(nu, nv), kernel="uniform_slice_finalize", step=sm.step,
-        dataset_level=dl, params=ir.SliceFinalizeParams(pixel_area=pixel_area), name=f"{name}_finalize")
-    stages.append(fin)
-    return Fragment(stages, out_field, sm.step, dl, 0, fin, shape=(nv, nu), dtype="f64",
-                    info={"slab_ranges": r, "blocks": selected, "pixel_area": pixel_area})
+    return _finish_projection(stages, vals, img, alloc, sm, dl, rect, nu, nv, world_size, home, name, out_field,
+                              {"slab_ranges": r, "blocks": selected})
