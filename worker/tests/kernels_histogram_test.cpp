@@ -294,6 +294,50 @@ TEST(Histogram2D, GridPathCoverageAndCellMassUsesX_OP_HIST_3) {
   EXPECT_GT(mass, 0.0);
 }
 
+// A grid of grid_box() in Fortran order (x fastest), as AMReX FABs are.
+BufferPtr fortran_grid(const std::function<double(int, int, int)>& value,
+                       ScalarType scalar = ScalarType::f64) {
+  std::vector<double> values;
+  for (int i = 4; i <= 6; ++i) {
+    for (int j = 0; j <= 2; ++j) {
+      for (int k = 1; k <= 2; ++k)
+        values.push_back(value(i, j, k));
+    }
+  }
+  return test::make_fortran(scalar, {3, 3, 2}, values);
+}
+
+TEST(Histogram1D, GridPathMixedLayoutsMapByLogicalIndex_OP_HIST_1_OP_GEN_1) {
+  // Fortran-order values with C-order weights: every buffer is read by the
+  // logical (i, j, k) of the cell, whatever its layout.
+  auto weight = [](int i, int j, int k) { return 1.0 + i - 0.5 * j + 0.25 * k; };
+  auto h = grid_harness();
+  h.inputs = {fortran_grid(grid_value), make_grid(grid_box(), weight, ScalarType::f32)};
+  h.outputs = {garbage_bins(3)};
+  h.params = h1(-1.0, 6.0, 3);
+  h.run("histogram1d_accumulate");
+  expect_near_all(values_of(*h.outputs[0]), grid_reference(-1.0, 6.0, 3, weight));
+}
+
+TEST(Histogram2D, GridPathFortranOrderMatchesCOrder_OP_HIST_3) {
+  auto y_value = [](int i, int j, int k) { return static_cast<double>(i + j + k); };
+  std::vector<double> results[2];
+  for (int fortran = 0; fortran < 2; ++fortran) {
+    auto h = grid_harness();
+    if (fortran) h.inputs = {fortran_grid(grid_value), fortran_grid(y_value, ScalarType::f32)};
+    else h.inputs.push_back(make_grid(grid_box(), y_value, ScalarType::f32));
+    h.outputs = {test::make_buffer(ScalarType::f64, {2, 3})};
+    h.params = h2({-2.0, 7.0}, {5.0, 11.0}, {2, 3}, "cell_mass");
+    h.run("histogram2d_accumulate");
+    results[fortran] = values_of(*h.outputs[0]);
+  }
+  expect_near_all(results[1], results[0]);
+  double mass = 0.0;
+  for (double w : results[0])
+    mass += std::fabs(w);
+  EXPECT_GT(mass, 0.0);
+}
+
 // --- errors ---------------------------------------------------------------------------
 
 TEST(HistogramErrors, InvalidParameters_OP_HIST_4_ERR_36) {

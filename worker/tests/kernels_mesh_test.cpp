@@ -647,6 +647,102 @@ TEST(ProjectionErrors, InvalidParameters_OP_GEN_3) {
   EXPECT_TRUE(throws_with([&] { h.run("uniform_projection_accumulate"); }, "output 0 must be f64"));
 }
 
+// The test block's cell values stored in Fortran order (x fastest), as AMReX
+// FABs are.
+BufferPtr fortran_grid(const IndexBox& box) {
+  std::vector<double> values;
+  for (int i = box.lo[0]; i <= box.hi[0]; ++i) {
+    for (int j = box.lo[1]; j <= box.hi[1]; ++j) {
+      for (int k = box.lo[2]; k <= box.hi[2]; ++k)
+        values.push_back(cell_value(i, j, k));
+    }
+  }
+  return make_fortran(ScalarType::f64,
+                      {static_cast<std::uint64_t>(box.extent(0)),
+                       static_cast<std::uint64_t>(box.extent(1)),
+                       static_cast<std::uint64_t>(box.extent(2))},
+                      values);
+}
+
+struct LayoutCase {
+  int axis;
+  std::array<double, 2> bounds;
+  std::array<double, 4> rect;
+};
+
+// The normal axis is the unit-stride one in one layout and not in the other,
+// so both integration paths are exercised.
+const LayoutCase kLayoutCases[] = {
+    {2, {6.2, 9.1}, {-0.3, 0.6, 3.4, 2.5}},
+    {0, {0.7, 2.2}, {0.6, 4.0, 2.4, 11.5}},
+    {1, {-5.0, 1.6}, {0.2, 4.5, 2.7, 10.2}},
+};
+
+TEST(Projection, FortranAndCOrderInputsAgree_OP_PROJ_1_OP_GEN_1) {
+  for (const auto& c : kLayoutCases) {
+    SCOPED_TRACE(testing::Message() << "axis " << c.axis);
+    auto hc = projection_harness(7, 5);
+    hc.params = projection_params(c.axis, c.bounds, c.rect, 7, 5);
+    hc.run("uniform_projection_accumulate");
+    auto hf = projection_harness(7, 5);
+    hf.inputs = {fortran_grid(test_box())};
+    hf.params = hc.params;
+    hf.run("uniform_projection_accumulate");
+    const auto a = values_of(*hc.outputs[0]);
+    const auto b = values_of(*hf.outputs[0]);
+    ASSERT_EQ(a.size(), b.size());
+    for (std::size_t p = 0; p < a.size(); ++p)
+      EXPECT_NEAR(a[p], b[p], 1e-12 * std::fabs(a[p])) << p;
+    const auto want = brute_force(
+        test_geom(), test_box(), c.axis, [](long) { return true; }, c.rect, 7, 5, {},
+        slab_overlap(c.axis, c.bounds[0], c.bounds[1]));
+    expect_images_near(b, want.sum, "fortran projection");
+    EXPECT_GT(*std::max_element(b.begin(), b.end()), 0.0);
+  }
+}
+
+TEST(Projection, PartialCoverageInsideTheBlock_OP_PROJ_1_COV_2) {
+  // Boxes that cover some cells of some lines in every direction, one of
+  // them only partly inside the block.
+  const std::vector<IndexBox> covered{box_of({5, 1, 2}, {7, 3, 2}), box_of({8, 4, 1}, {20, 4, 3}),
+                                      box_of({6, 5, 3}, {6, 5, 3})};
+  for (const auto& c : kLayoutCases) {
+    for (const bool fortran : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "axis " << c.axis << " fortran " << fortran);
+      auto h = projection_harness(7, 5);
+      if (fortran) h.inputs = {fortran_grid(test_box())};
+      h.covered = covered;
+      h.params = projection_params(c.axis, c.bounds, c.rect, 7, 5);
+      h.run("uniform_projection_accumulate");
+      const auto want = brute_force(
+          test_geom(), test_box(), c.axis, [](long) { return true; }, c.rect, 7, 5, covered,
+          slab_overlap(c.axis, c.bounds[0], c.bounds[1]));
+      expect_images_near(values_of(*h.outputs[0]), want.sum, "projection");
+      const auto unmasked = brute_force(
+          test_geom(), test_box(), c.axis, [](long) { return true; }, c.rect, 7, 5, {},
+          slab_overlap(c.axis, c.bounds[0], c.bounds[1]));
+      EXPECT_NE(want.sum, unmasked.sum);
+    }
+  }
+}
+
+TEST(SliceCellAvg, FortranOrderWithPartialCoverage_OP_SLICE_1_COV_2) {
+  const std::vector<IndexBox> covered{box_of({5, 1, 0}, {6, 3, 6}), box_of({9, 5, 2}, {12, 9, 2})};
+  for (const auto& c : kSliceCases) {
+    SCOPED_TRACE(testing::Message() << "axis " << c.axis);
+    auto h = slice_harness(7, 5);
+    h.inputs = {fortran_grid(test_box())};
+    h.covered = covered;
+    h.params = slice_params(c.axis, c.coord, c.rect, 7, 5);
+    h.run("uniform_slice_cellavg_accumulate");
+    const auto want = brute_force(
+        test_geom(), test_box(), c.axis, [&](long n) { return n == c.plane; }, c.rect, 7, 5,
+        covered, [](long) { return 1.0; });
+    expect_images_near(values_of(*h.outputs[0]), want.sum, "sum");
+    expect_images_near(values_of(*h.outputs[1]), want.area, "area");
+  }
+}
+
 // --- uniform_slice (nearest cell) --------------------------------------------------------
 
 UniformSliceParams nearest_params(int axis, double coord, std::array<double, 4> rect, int nu,

@@ -1,6 +1,7 @@
 // Histograms over mesh data (OP-HIST-1..4): a grid path over the block's cells
 // with coverage masking, and a flat path over bounded arrays.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -162,19 +163,32 @@ void histogram1d_accumulate(KernelContext& ctx) {
     const IndexBox& box = ctx.block_box();
     ks::require_block_grid(values, box, kName, "input 0 (values)");
     if (weights != nullptr) ks::require_block_grid(*weights, box, kName, "input 1 (weights)");
-    const ks::CoverageMask mask(box, ctx.covered);
-    const ks::RealGridReader x(values);
+    const std::array<int, 3> order = ks::memory_order(values.descriptor());
     // Reads the values buffer when there are no weights; never used then.
-    const ks::RealGridReader w_reader(weights != nullptr ? *weights : values);
-    const bool has_w = weights != nullptr;
-    for (std::int64_t i = 0; i < box.extent(0); ++i) {
-      for (std::int64_t j = 0; j < box.extent(1); ++j) {
-        for (std::int64_t k = 0; k < box.extent(2); ++k) {
-          if (mask.covered(box.lo[0] + i, box.lo[1] + j, box.lo[2] + k)) continue;
-          add(x(i, j, k), has_w ? std::optional<double>(w_reader(i, j, k)) : std::nullopt);
-        }
-      }
-    }
+    const Buffer& wbuf = weights != nullptr ? *weights : values;
+    visit_real(values, values.rank(), [&](auto gx) {
+      visit_real(wbuf, wbuf.rank(), [&](auto gw) {
+        const bool has_w = weights != nullptr;
+        const std::int64_t sx = gx.s[order[2]];
+        const std::int64_t sw = gw.s[order[2]];
+        const std::int64_t n = box.extent(order[2]);
+        ks::for_each_line(box, order, ctx.covered,
+                          [&](std::int64_t a0, std::int64_t a1, const std::uint8_t* covered) {
+                            const auto* xl = gx.base + a0 * gx.s[order[0]] + a1 * gx.s[order[1]];
+                            const auto* wl = gw.base + a0 * gw.s[order[0]] + a1 * gw.s[order[1]];
+                            for (std::int64_t t = 0; t < n; ++t) {
+                              if (covered != nullptr && covered[t] != 0) continue;
+                              const auto xv = static_cast<double>(xl[t * sx]);
+                              const std::int64_t b = axis.bin(xv);
+                              if (b < 0) continue;
+                              const double weight =
+                                  has_w ? static_cast<double>(wl[t * sw]) : rule.weight(xv);
+                              if (!std::isfinite(weight)) continue;
+                              hist[b] += weight;
+                            }
+                          });
+      });
+    });
     return;
   }
 
@@ -232,20 +246,38 @@ void histogram2d_accumulate(KernelContext& ctx) {
     ks::require_block_grid(xbuf, box, kName, "input 0 (x)");
     ks::require_block_grid(ybuf, box, kName, "input 1 (y)");
     if (weights != nullptr) ks::require_block_grid(*weights, box, kName, "input 2 (weights)");
-    const ks::CoverageMask mask(box, ctx.covered);
-    const ks::RealGridReader x(xbuf);
-    const ks::RealGridReader y(ybuf);
-    // Reads the values buffer when there are no weights; never used then.
-    const ks::RealGridReader w_reader(weights != nullptr ? *weights : xbuf);
-    const bool has_w = weights != nullptr;
-    for (std::int64_t i = 0; i < box.extent(0); ++i) {
-      for (std::int64_t j = 0; j < box.extent(1); ++j) {
-        for (std::int64_t k = 0; k < box.extent(2); ++k) {
-          if (mask.covered(box.lo[0] + i, box.lo[1] + j, box.lo[2] + k)) continue;
-          add(x(i, j, k), y(i, j, k), has_w ? std::optional<double>(w_reader(i, j, k)) : std::nullopt);
-        }
-      }
-    }
+    const std::array<int, 3> order = ks::memory_order(xbuf.descriptor());
+    // Reads the x buffer when there are no weights; never used then.
+    const Buffer& wbuf = weights != nullptr ? *weights : xbuf;
+    visit_real(xbuf, xbuf.rank(), [&](auto gx) {
+      visit_real(ybuf, ybuf.rank(), [&](auto gy) {
+        visit_real(wbuf, wbuf.rank(), [&](auto gw) {
+          const bool has_w = weights != nullptr;
+          const std::int64_t sx = gx.s[order[2]];
+          const std::int64_t sy = gy.s[order[2]];
+          const std::int64_t sw = gw.s[order[2]];
+          const std::int64_t n = box.extent(order[2]);
+          ks::for_each_line(
+              box, order, ctx.covered,
+              [&](std::int64_t a0, std::int64_t a1, const std::uint8_t* covered) {
+                const auto* xl = gx.base + a0 * gx.s[order[0]] + a1 * gx.s[order[1]];
+                const auto* yl = gy.base + a0 * gy.s[order[0]] + a1 * gy.s[order[1]];
+                const auto* wl = gw.base + a0 * gw.s[order[0]] + a1 * gw.s[order[1]];
+                for (std::int64_t t = 0; t < n; ++t) {
+                  if (covered != nullptr && covered[t] != 0) continue;
+                  const auto xv = static_cast<double>(xl[t * sx]);
+                  const std::int64_t bx = ax.bin(xv);
+                  if (bx < 0) continue;
+                  const std::int64_t by = ay.bin(static_cast<double>(yl[t * sy]));
+                  if (by < 0) continue;
+                  const double weight = has_w ? static_cast<double>(wl[t * sw]) : rule.weight(xv);
+                  if (!std::isfinite(weight)) continue;
+                  hist[bx * ay.bins + by] += weight;
+                }
+              });
+        });
+      });
+    });
     return;
   }
 

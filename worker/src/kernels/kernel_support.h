@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -344,5 +345,88 @@ class CoverageMask {
   std::int64_t ny_ = 0;
   std::int64_t nz_ = 0;
 };
+
+// Axes of a grid buffer from the largest to the smallest stride (ties keep
+// axis order): walking order[0] outer and order[2] inner visits the elements in
+// memory order, so the innermost loop is the unit-stride axis (x for
+// Fortran-order FABs, z for C order).
+inline std::array<int, 3> memory_order(const Descriptor& d) {
+  std::array<int, 3> order{0, 1, 2};
+  auto mag = [&](int a) {
+    const std::int64_t s = d.strides[a];
+    return s < 0 ? -s : s;
+  };
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return mag(x) > mag(y); });
+  return order;
+}
+
+// COV-2 membership for a region walked one line at a time along axis
+// `inner`. Only the coverage boxes that touch the region are kept; most
+// blocks have none, and a line that none of them crosses needs no per-cell
+// test at all.
+class LineCoverage {
+ public:
+  LineCoverage(const IndexBox& region, std::span<const IndexBox> covered, int inner)
+      : region_(region), inner_(inner) {
+    for (const IndexBox& box : covered) {
+      const IndexBox hit = box.intersect(region);
+      if (!hit.empty()) hits_.push_back(hit);
+    }
+  }
+
+  bool any() const { return !hits_.empty(); }
+
+  // `cell` is the global index of any cell of the line (its `inner`
+  // coordinate is ignored). Returns false when no cell of the line is
+  // covered; otherwise sets flags[n] to 1 for a covered cell
+  // region.lo[inner] + n and to 0 otherwise, for n < region.extent(inner).
+  bool line(const std::array<std::int64_t, 3>& cell, std::uint8_t* flags) const {
+    bool touched = false;
+    for (const IndexBox& h : hits_) {
+      bool inside = true;
+      for (int a = 0; a < 3; ++a) {
+        if (a != inner_ && (cell[a] < h.lo[a] || cell[a] > h.hi[a])) {
+          inside = false;
+          break;
+        }
+      }
+      if (!inside) continue;
+      if (!touched) {
+        std::fill_n(flags, region_.extent(inner_), std::uint8_t{0});
+        touched = true;
+      }
+      std::fill(flags + (h.lo[inner_] - region_.lo[inner_]),
+                flags + (h.hi[inner_] - region_.lo[inner_] + 1), std::uint8_t{1});
+    }
+    return touched;
+  }
+
+ private:
+  IndexBox region_;
+  int inner_;
+  std::vector<IndexBox> hits_;
+};
+
+// Walks the cells of `region` line by line in the memory order `order`
+// (see memory_order): fn(n_outer, n_mid, flags) per line, with n_* the
+// offsets from region.lo on order[0] / order[1], and flags nullptr when no
+// cell of the line is covered, else LineCoverage::line's flags (indexed by
+// the offset along order[2]).
+template <class Fn>
+void for_each_line(const IndexBox& region, const std::array<int, 3>& order,
+                   std::span<const IndexBox> covered, Fn&& fn) {
+  const LineCoverage coverage(region, covered, order[2]);
+  std::vector<std::uint8_t> flags(coverage.any() ? static_cast<std::size_t>(region.extent(order[2]))
+                                                 : 0);
+  std::array<std::int64_t, 3> cell{region.lo[0], region.lo[1], region.lo[2]};
+  for (std::int64_t a0 = 0; a0 < region.extent(order[0]); ++a0) {
+    cell[order[0]] = region.lo[order[0]] + a0;
+    for (std::int64_t a1 = 0; a1 < region.extent(order[1]); ++a1) {
+      cell[order[1]] = region.lo[order[1]] + a1;
+      const bool masked = coverage.any() && coverage.line(cell, flags.data());
+      fn(a0, a1, masked ? static_cast<const std::uint8_t*>(flags.data()) : nullptr);
+    }
+  }
+}
 
 }  // namespace kangaroo::kernel_support

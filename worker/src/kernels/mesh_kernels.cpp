@@ -200,29 +200,74 @@ std::vector<double> block_edges(const LevelGeom& geom, const IndexBox& box, int 
   return edges;
 }
 
-// Adds `value * ou * ov * weight` and `ou * ov` (when `area` is given) for
-// every pixel the footprint [u_lo, u_hi) x [v_lo, v_hi) overlaps (OP-SLICE-1
-// index arithmetic, positive overlaps only).
-void deposit_footprint(const ks::ImageGrid& g, double u_lo, double u_hi, double v_lo, double v_hi,
-                       double value, double weight, double* sum, double* area) {
-  const math::PixelSpan cols = math::pixel_span(u_lo, u_hi, g.umin, g.du, g.nu);
-  const math::PixelSpan rows = math::pixel_span(v_lo, v_hi, g.vmin, g.dv, g.nv);
-  if (cols.empty() || rows.empty()) return;
-  for (std::int64_t j = rows.first; j <= rows.last; ++j) {
-    const double ov = math::overlap_length(v_lo, v_hi, math::pixel_edge(g.vmin, g.dv, j),
-                                           math::pixel_edge(g.vmin, g.dv, j + 1));
-    if (!(ov > 0.0)) continue;
-    for (std::int64_t i = cols.first; i <= cols.last; ++i) {
-      const double ou = math::overlap_length(u_lo, u_hi, math::pixel_edge(g.umin, g.du, i),
-                                             math::pixel_edge(g.umin, g.du, i + 1));
-      if (!(ou > 0.0)) continue;
-      const std::size_t p = static_cast<std::size_t>(j * g.nu + i);
-      if (area != nullptr) {
-        sum[p] += value * ou * ov;
-        area[p] += ou * ov;
-      } else {
-        sum[p] += value * ou * ov * weight;
+// The pixels that each cell of a block overlaps along one image axis, with
+// the positive overlap lengths (OP-SLICE-1 index arithmetic). A cell's
+// footprint on an in-plane axis depends only on its index on that axis, so
+// this is computed once per block and axis; cell n owns entries
+// [start[n], start[n + 1]).
+struct AxisSpread {
+  std::vector<std::size_t> start;
+  std::vector<std::int64_t> pixel;
+  std::vector<double> overlap;
+  // Offsets of the first and last cell that overlap any pixel (first > last
+  // when none does).
+  std::int64_t first = 0;
+  std::int64_t last = -1;
+
+  bool empty(std::int64_t n) const {
+    return start[static_cast<std::size_t>(n)] == start[static_cast<std::size_t>(n) + 1];
+  }
+};
+
+AxisSpread axis_spread(const std::vector<double>& edges, double origin, double width,
+                       std::int64_t count) {
+  AxisSpread s;
+  const std::size_t cells = edges.size() - 1;
+  s.start.reserve(cells + 1);
+  s.start.push_back(0);
+  for (std::size_t n = 0; n < cells; ++n) {
+    const double lo = edges[n];
+    const double hi = edges[n + 1];
+    const math::PixelSpan span = math::pixel_span(lo, hi, origin, width, count);
+    for (std::int64_t i = span.first; i <= span.last; ++i) {
+      const double o = math::overlap_length(lo, hi, math::pixel_edge(origin, width, i),
+                                            math::pixel_edge(origin, width, i + 1));
+      if (!(o > 0.0)) continue;
+      s.pixel.push_back(i);
+      s.overlap.push_back(o);
+    }
+    s.start.push_back(s.pixel.size());
+    if (s.start[n + 1] != s.start[n]) {
+      if (s.first > s.last) s.first = static_cast<std::int64_t>(n);
+      s.last = static_cast<std::int64_t>(n);
+    }
+  }
+  return s;
+}
+
+// Adds `value * ou * ov` (and `ou * ov` to `area` when given) to every pixel
+// the footprint of cell (un, vn) overlaps.
+inline void spread_cell(const AxisSpread& us, const AxisSpread& vs, std::int64_t un,
+                        std::int64_t vn, double value, std::int64_t nu, double* sum,
+                        double* area) {
+  const std::size_t u0 = us.start[static_cast<std::size_t>(un)];
+  const std::size_t u1 = us.start[static_cast<std::size_t>(un) + 1];
+  const std::size_t v1 = vs.start[static_cast<std::size_t>(vn) + 1];
+  for (std::size_t b = vs.start[static_cast<std::size_t>(vn)]; b < v1; ++b) {
+    const double ov = vs.overlap[b];
+    const double t = value * ov;
+    const std::size_t row = static_cast<std::size_t>(vs.pixel[b] * nu);
+    double* srow = sum + row;
+    if (area != nullptr) {
+      double* arow = area + row;
+      for (std::size_t a = u0; a < u1; ++a) {
+        const auto i = static_cast<std::size_t>(us.pixel[a]);
+        srow[i] += t * us.overlap[a];
+        arow[i] += ov * us.overlap[a];
       }
+    } else {
+      for (std::size_t a = u0; a < u1; ++a)
+        srow[static_cast<std::size_t>(us.pixel[a])] += t * us.overlap[a];
     }
   }
 }
@@ -233,7 +278,9 @@ std::int64_t plane_from_coord(const LevelGeom& geom, int axis, double coord,
   return math::coord_to_cell(coord, geom.x0[axis], geom.dx[axis], geom.index_origin[axis]);
 }
 
-// OP-SLICE-1.
+// OP-SLICE-1. Only the plane's cells are read, walked in memory order; each
+// uncovered cell is spread with the block's precomputed pixel ranges. Only the
+// summation order differs from the v-outer, u-inner order (OP-GEN-2).
 void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   constexpr std::string_view kName = "uniform_slice_cellavg_accumulate";
   const auto& p = ctx.param<UniformSliceCellParams>();
@@ -253,31 +300,73 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   const math::PlaneAxes axes = math::plane_axes(axis);
   const int ua = axes.u;
   const int va = axes.v;
+  const AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
+  const AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
+  if (us.first > us.last || vs.first > vs.last) return;
+
   IndexBox plane_box = box;
   plane_box.lo[axis] = plane_box.hi[axis] = static_cast<std::int32_t>(plane);
-  const ks::CoverageMask mask(plane_box, ctx.covered);
-  const std::vector<double> u_edges = block_edges(geom, box, ua);
-  const std::vector<double> v_edges = block_edges(geom, box, va);
+  // Memory order with the normal axis (extent 1 here) outermost.
+  std::array<int, 3> order = ks::memory_order(in.descriptor());
+  std::stable_partition(order.begin(), order.end(), [&](int a) { return a == axis; });
+  const int outer = order[1];
+  const int inner = order[2];
+  const AxisSpread& os = outer == ua ? us : vs;
+  const AxisSpread& is = inner == ua ? us : vs;
 
   visit_real(in, in.rank(), [&](auto grid) {
-    std::array<std::int64_t, 3> cell{};
-    cell[axis] = plane;
-    for (std::int64_t jv = box.lo[va]; jv <= box.hi[va]; ++jv) {
-      cell[va] = jv;
-      const auto vn = static_cast<std::size_t>(jv - box.lo[va]);
-      for (std::int64_t iu = box.lo[ua]; iu <= box.hi[ua]; ++iu) {
-        cell[ua] = iu;
-        if (mask.covered(cell[0], cell[1], cell[2])) continue;
-        const auto un = static_cast<std::size_t>(iu - box.lo[ua]);
-        const double value = grid(cell[0] - box.lo[0], cell[1] - box.lo[1], cell[2] - box.lo[2]);
-        deposit_footprint(g, u_edges[un], u_edges[un + 1], v_edges[vn], v_edges[vn + 1], value, 1.0,
-                          sum, area);
-      }
-    }
+    const std::int64_t si = grid.s[inner];
+    ks::for_each_line(plane_box, order, ctx.covered,
+                      [&](std::int64_t, std::int64_t o, const std::uint8_t* covered) {
+                        if (os.empty(o)) return;
+                        const auto* line = grid.base + (plane - box.lo[axis]) * grid.s[axis] +
+                                           o * grid.s[outer];
+                        for (std::int64_t t = is.first; t <= is.last; ++t) {
+                          if (covered != nullptr && covered[t] != 0) continue;
+                          const auto value = static_cast<double>(line[t * si]);
+                          const std::int64_t un = inner == ua ? t : o;
+                          const std::int64_t vn = inner == ua ? o : t;
+                          spread_cell(us, vs, un, vn, value, g.nu, sum, area);
+                        }
+                      });
   });
 }
 
-// OP-PROJ-1.
+// Sum of line[n * stride] * w[n] over n in [n0, n1], in four interleaved
+// partial sums (OP-GEN-2 reassociation) so a unit-stride line pipelines.
+template <class T>
+double weighted_line_sum(const T* line, std::int64_t stride, const double* w, std::int64_t n0,
+                         std::int64_t n1) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  std::int64_t n = n0;
+  if (stride == 1) {
+    for (; n + 3 <= n1; n += 4) {
+      s0 += static_cast<double>(line[n]) * w[n];
+      s1 += static_cast<double>(line[n + 1]) * w[n + 1];
+      s2 += static_cast<double>(line[n + 2]) * w[n + 2];
+      s3 += static_cast<double>(line[n + 3]) * w[n + 3];
+    }
+  } else {
+    for (; n + 3 <= n1; n += 4) {
+      s0 += static_cast<double>(line[n * stride]) * w[n];
+      s1 += static_cast<double>(line[(n + 1) * stride]) * w[n + 1];
+      s2 += static_cast<double>(line[(n + 2) * stride]) * w[n + 2];
+      s3 += static_cast<double>(line[(n + 3) * stride]) * w[n + 3];
+    }
+  }
+  for (; n <= n1; ++n)
+    s0 += static_cast<double>(line[n * stride]) * w[n];
+  return (s0 + s1) + (s2 + s3);
+}
+
+// OP-PROJ-1. Each (u, v) column is integrated along the normal axis first
+// (sum of value * oa over its uncovered cells with oa > 0), then the column
+// integral is spread over the pixels once with the block's precomputed pixel
+// ranges: the footprint depends only on (u, v). The input is walked in memory
+// order; when the normal axis is not the unit-stride one, whole lines add
+// into a row of column sums. Only the summation order differs from the
+// per-cell i-j-k order (OP-GEN-2). Columns whose footprint misses the image
+// are not read at all.
 void uniform_projection_accumulate(KernelContext& ctx) {
   constexpr std::string_view kName = "uniform_projection_accumulate";
   const auto& p = ctx.param<UniformProjectionParams>();
@@ -297,51 +386,102 @@ void uniform_projection_accumulate(KernelContext& ctx) {
   const math::PlaneAxes axes = math::plane_axes(axis);
   const int ua = axes.u;
   const int va = axes.v;
-  const ks::CoverageMask mask(box, ctx.covered);
-  const std::array<std::vector<double>, 3> edges{
-      block_edges(geom, box, 0), block_edges(geom, box, 1), block_edges(geom, box, 2)};
+  const AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
+  const AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
+  if (us.first > us.last || vs.first > vs.last) return;
 
-  // Integrate each (u, v) column along the normal axis first, then spread
-  // the column integral over the pixels once: the pixel footprint depends
-  // only on (u, v), so this does the overlap arithmetic once per column
-  // instead of once per cell. Only the summation order changes (OP-GEN-2).
-  const auto nu_cells = static_cast<std::size_t>(box.extent(ua));
-  const auto nv_cells = static_cast<std::size_t>(box.extent(va));
-  std::vector<double> column(nu_cells * nv_cells, 0.0);
-  std::vector<char> hit(nu_cells * nv_cells, 0);
-  std::vector<double> oa(static_cast<std::size_t>(box.extent(axis)));
-  for (std::size_t a = 0; a < oa.size(); ++a) {
-    oa[a] = math::overlap_length(edges[axis][a], edges[axis][a + 1], amin, amax);
-  }
-  // Walk the input in memory order: outermost the axis of largest stride.
-  const Descriptor& d = in.descriptor();
-  std::array<int, 3> order{0, 1, 2};
-  std::sort(order.begin(), order.end(), [&](int x, int y) { return d.strides[x] > d.strides[y]; });
-  visit_real(in, in.rank(), [&](auto grid) {
-    std::array<std::int64_t, 3> n{};
-    const std::int64_t e0 = box.extent(order[0]), e1 = box.extent(order[1]), e2 = box.extent(order[2]);
-    for (std::int64_t a0 = 0; a0 < e0; ++a0) {
-      n[order[0]] = a0;
-      for (std::int64_t a1 = 0; a1 < e1; ++a1) {
-        n[order[1]] = a1;
-        for (std::int64_t a2 = 0; a2 < e2; ++a2) {
-          n[order[2]] = a2;
-          const double w = oa[static_cast<std::size_t>(n[axis])];
-          if (!(w > 0.0)) continue;
-          if (mask.any() && mask.covered(box.lo[0] + n[0], box.lo[1] + n[1], box.lo[2] + n[2])) continue;
-          const std::size_t c = static_cast<std::size_t>(n[ua]) * nv_cells + static_cast<std::size_t>(n[va]);
-          column[c] += static_cast<double>(grid(n[0], n[1], n[2])) * w;
-          hit[c] = 1;
-        }
-      }
+  // oa per normal-axis offset; [n0, n1] spans the positive ones. Cells with
+  // oa <= 0 inside that range (`gaps`) are skipped individually.
+  const std::vector<double> normal_edges = block_edges(geom, box, axis);
+  const std::int64_t nn = box.extent(axis);
+  std::vector<double> oa(static_cast<std::size_t>(nn));
+  std::int64_t n0 = 0, n1 = -1;
+  for (std::int64_t n = 0; n < nn; ++n) {
+    const auto un = static_cast<std::size_t>(n);
+    oa[un] = math::overlap_length(normal_edges[un], normal_edges[un + 1], amin, amax);
+    if (oa[un] > 0.0) {
+      if (n0 > n1) n0 = n;
+      n1 = n;
     }
+  }
+  if (n0 > n1) return;
+  bool gaps = false;
+  for (std::int64_t n = n0; n <= n1; ++n)
+    gaps = gaps || !(oa[static_cast<std::size_t>(n)] > 0.0);
+
+  const std::array<int, 3> order = ks::memory_order(in.descriptor());
+  const int inner = order[2];
+  const std::int64_t nuc = box.extent(ua);
+  const std::int64_t nvc = box.extent(va);
+  // Column (un, vn) lives at un * cu + vn * cv, unit stride along the inner
+  // axis when that is an in-plane axis.
+  const std::int64_t cu = inner == ua ? 1 : nvc;
+  const std::int64_t cv = inner == ua ? nuc : 1;
+  std::vector<double> column(static_cast<std::size_t>(nuc * nvc), 0.0);
+  std::vector<std::uint8_t> hit(column.size(), 0);
+  const AxisSpread& inner_spread = inner == ua ? us : vs;
+
+  visit_real(in, in.rank(), [&](auto grid) {
+    const std::int64_t si = grid.s[inner];
+    std::array<std::int64_t, 3> n{};
+    ks::for_each_line(box, order, ctx.covered,
+                      [&](std::int64_t a0, std::int64_t a1, const std::uint8_t* covered) {
+                        n[order[0]] = a0;
+                        n[order[1]] = a1;
+                        const auto* line = grid.base + a0 * grid.s[order[0]] + a1 * grid.s[order[1]];
+                        if (inner == axis) {
+                          // The line is one column.
+                          if (us.empty(n[ua]) || vs.empty(n[va])) return;
+                          const std::size_t c = static_cast<std::size_t>(n[ua] * cu + n[va] * cv);
+                          if (covered == nullptr && !gaps) {
+                            column[c] += weighted_line_sum(line, si, oa.data(), n0, n1);
+                            hit[c] = 1;
+                            return;
+                          }
+                          double s = 0.0;
+                          for (std::int64_t k = n0; k <= n1; ++k) {
+                            const double w = oa[static_cast<std::size_t>(k)];
+                            if (!(w > 0.0) || (covered != nullptr && covered[k] != 0)) continue;
+                            s += static_cast<double>(line[k * si]) * w;
+                            hit[c] = 1;
+                          }
+                          column[c] += s;
+                          return;
+                        }
+                        // The line crosses columns at one normal offset.
+                        const double w = oa[static_cast<std::size_t>(n[axis])];
+                        if (!(w > 0.0)) return;
+                        const int other = inner == ua ? va : ua;
+                        if ((other == ua ? us : vs).empty(n[other])) return;
+                        const std::int64_t row = n[other] * (other == ua ? cu : cv);
+                        double* crow = column.data() + row;
+                        std::uint8_t* hrow = hit.data() + row;
+                        const std::int64_t t0 = inner_spread.first;
+                        const std::int64_t t1 = inner_spread.last;
+                        if (covered == nullptr) {
+                          if (si == 1) {
+                            for (std::int64_t t = t0; t <= t1; ++t)
+                              crow[t] += static_cast<double>(line[t]) * w;
+                          } else {
+                            for (std::int64_t t = t0; t <= t1; ++t)
+                              crow[t] += static_cast<double>(line[t * si]) * w;
+                          }
+                          std::fill(hrow + t0, hrow + t1 + 1, std::uint8_t{1});
+                          return;
+                        }
+                        for (std::int64_t t = t0; t <= t1; ++t) {
+                          if (covered[t] != 0) continue;
+                          crow[t] += static_cast<double>(line[t * si]) * w;
+                          hrow[t] = 1;
+                        }
+                      });
   });
-  for (std::size_t un = 0; un < nu_cells; ++un) {
-    for (std::size_t vn = 0; vn < nv_cells; ++vn) {
-      const std::size_t c = un * nv_cells + vn;
-      if (!hit[c]) continue;
-      deposit_footprint(g, edges[ua][un], edges[ua][un + 1], edges[va][vn], edges[va][vn + 1], column[c], 1.0, image,
-                        nullptr);
+
+  for (std::int64_t vn = vs.first; vn <= vs.last; ++vn) {
+    for (std::int64_t un = us.first; un <= us.last; ++un) {
+      const std::size_t c = static_cast<std::size_t>(un * cu + vn * cv);
+      if (hit[c] == 0) continue;
+      spread_cell(us, vs, un, vn, column[c], g.nu, image, nullptr);
     }
   }
 }
