@@ -114,13 +114,8 @@ def plane_name(axis: Any) -> str:
 # small value checks
 
 
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{what} must be an integer, got bool")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{what} must be an integer, got {type(value).__name__}") from None
+# The same integer rule as the plan model's.
+_int = ir._as_int
 
 
 def _real(value: Any, what: str) -> float:
