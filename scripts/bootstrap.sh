@@ -10,7 +10,7 @@ packages=(
   python3-numpy python3-pytest python3-venv python3-yt python3-matplotlib
   python3-dask python3-distributed python3-psutil
   clang-14 libclang-rt-14-dev clang-format clang-tidy
-  curl
+  curl openssl socat python3-setuptools python3-tqdm
 )
 
 missing=()

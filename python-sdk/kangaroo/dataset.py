@@ -1,0 +1,301 @@
+"""Datasets opened through a gateway (API-10..16).
+
+A :class:`Dataset` is an immutable view of ``(uri, step, level)`` on the
+cluster side, bound to a :class:`~kangaroo.client.Client`. Opening one reads
+the dataset's metadata from the gateway (``GET /v1/datasets/metadata``),
+synthesizes its RunMeta on the client (COORD-4) unless one is given, and
+allocates a field ID for every field name (API-12). The IDs are bound to the
+dataset's variables in each job submission (the ``fields`` member of
+``POST /v1/jobs``).
+
+Each dataset owns one graph-building context: every lazy value built from it
+shares the field-ID allocator and the record of which plan stages produce
+which field, so values built from one dataset can be combined and computed
+together (API-26, API-35).
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import types
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from . import ir
+from . import lowering as lw
+
+__all__ = ["Dataset", "Geometry", "ParticleSpecies", "UnknownNameError", "NameMapping"]
+
+
+class UnknownNameError(KeyError):
+    """An unknown field or species name (API-11); the message lists what exists."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown_name_message(kind: str, key: Any, names: Sequence[str]) -> str:
+    shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
+    close = difflib.get_close_matches(str(key), list(names), n=3, cutoff=0.6)
+    return (f"unknown {kind} {key!r}; available: {shown or '(none)'}; "
+            f"close matches: {', '.join(close) if close else '(none)'}")
+
+
+class NameMapping(Mapping):
+    """Read-only mapping of names to lazily built values, in first-appearance order."""
+
+    def __init__(self, kind: str, names: Sequence[str], build: Callable[[str], Any]) -> None:
+        self._kind = kind
+        self._names = list(dict.fromkeys(names))
+        self._build = build
+        self._cache: Dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._cache:
+            if not isinstance(key, str) or key not in self._names:
+                raise UnknownNameError(unknown_name_message(self._kind, key, self._names))
+            self._cache[key] = self._build(key)
+        return self._cache[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return f"<{self._kind}s: {', '.join(self._names)}>"
+
+
+class ParticleSpecies:
+    """A particle species of the dataset. Only its name is available through the
+    gateway so far; particle operations (API-28..33) are not."""
+
+    def __init__(self, dataset: "Dataset", name: str) -> None:
+        self._dataset = dataset
+        self.name = name
+
+    @property
+    def dataset(self) -> "Dataset":
+        return self._dataset
+
+    def __getitem__(self, field: str) -> Any:
+        raise NotImplementedError(
+            f"particle fields of species {self.name!r} cannot be read through the gateway yet; "
+            "mesh fields (dataset.fields) can")
+
+    def __repr__(self) -> str:
+        return f"ParticleSpecies({self.name!r})"
+
+
+class Geometry:
+    """Geometry helpers of a dataset (API-15), computed from its metadata at its level."""
+
+    def __init__(self, dataset: "Dataset") -> None:
+        self._dataset = dataset
+
+    def plane(self, *, axis: Any, coord: Optional[float] = None, zoom: float = 1.0,
+              resolution: Any = None) -> lw.PlaneGeometry:
+        """Default ``coord`` (middle cell center), ``rect`` (whole plane, shrunk by
+        ``zoom`` about its center), ``resolution`` (cell counts), axis labels and
+        bounds of the plane normal to ``axis``."""
+        ds = self._dataset
+        return lw.plane_geometry(ds.metadata, axis=axis, level=ds.level, coord=coord, zoom=zoom,
+                                 resolution=resolution)
+
+    def __repr__(self) -> str:
+        return f"Geometry(level={self._dataset.level})"
+
+
+def _field_names(meta: Mapping[str, Any]) -> List[str]:
+    """API-12: ``var_names`` plus every ``component_names`` entry, first appearance kept."""
+    names: List[str] = [n for n in meta.get("var_names") or [] if isinstance(n, str)]
+    info = meta.get("variable_info") or {}
+    if isinstance(info, Mapping):
+        for entry in info.values():
+            if isinstance(entry, Mapping):
+                names += [n for n in entry.get("component_names") or [] if isinstance(n, str)]
+    return list(dict.fromkeys(names))
+
+
+def _field_dtypes(meta: Mapping[str, Any]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    info = meta.get("variable_info") or {}
+    if isinstance(info, Mapping):
+        for var, entry in info.items():
+            if not isinstance(entry, Mapping):
+                continue
+            dtype = "float32" if entry.get("type") in ("float32", "f32") else "float64"
+            out.setdefault(var, dtype)
+            for comp in entry.get("component_names") or []:
+                out.setdefault(comp, dtype)
+    return out
+
+
+def _species_names(meta: Mapping[str, Any]) -> List[str]:
+    names = []
+    for entry in meta.get("particle_types") or []:
+        if isinstance(entry, str):
+            names.append(entry)
+        elif isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
+            names.append(entry["name"])
+    return names
+
+
+class _GraphContext:
+    """Field-ID allocation and stage provenance shared by a dataset's lazy values."""
+
+    def __init__(self, first_temporary: int) -> None:
+        self.alloc = lw.FieldAllocator(first_temporary)
+        self.producers: Dict[int, ir.Stage] = {}
+
+    def record(self, field: int, stage: ir.Stage) -> None:
+        self.producers[field] = stage
+
+
+class Dataset:
+    """A dataset on the cluster side, as seen by one client (API-10..16).
+
+    Build with :func:`kangaroo.open_dataset` or :meth:`Client.open_dataset`."""
+
+    def __init__(self, client: Any, uri: str, *, step: int, level: int, metadata: Mapping[str, Any],
+                 runmeta: lw.RunMeta, world_size: int, runmeta_given: bool = False) -> None:
+        self._client = client
+        self._runmeta_given = runmeta_given
+        self._uri = uri
+        self._metadata = types.MappingProxyType(dict(metadata))
+        self._runmeta = runmeta
+        self._world_size = world_size
+        self._step_meta = runmeta.step_meta(step)
+        self._step = self._step_meta.step
+        nlev = len(self._step_meta.levels)
+        if not 0 <= level < nlev:
+            raise ValueError(f"level {level} is outside the dataset's levels 0..{nlev - 1}")
+        self._level = level
+        names = _field_names(metadata)
+        self._field_ids = {name: 1 + i for i, name in enumerate(names)}
+        self._field_dtypes = _field_dtypes(metadata)
+        self._graph = _GraphContext(max(1000, len(names) + 1))
+        from .lazy import Array  # local: lazy values import this module
+
+        self._fields = NameMapping("field", names, lambda n: Array._source(self, n))
+        self._particles = NameMapping("particle species", _species_names(metadata),
+                                      lambda n: ParticleSpecies(self, n))
+
+    # -- identity ---------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @property
+    def level(self) -> int:
+        return self._level
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self._metadata
+
+    @property
+    def runmeta(self) -> lw.RunMeta:
+        return self._runmeta
+
+    @property
+    def world_size(self) -> int:
+        return self._world_size
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self)
+
+    # -- names ------------------------------------------------------------
+
+    @property
+    def fields(self) -> NameMapping:
+        return self._fields
+
+    @property
+    def particles(self) -> NameMapping:
+        return self._particles
+
+    def __getitem__(self, name: str) -> Any:
+        return self._fields[name]
+
+    def field_id(self, name: str) -> int:
+        """The field ID bound to ``name`` in every job of this dataset."""
+        if name not in self._field_ids:
+            raise UnknownNameError(unknown_name_message("field", name, list(self._field_ids)))
+        return self._field_ids[name]
+
+    def field_bindings(self, field_ids: Optional[Sequence[int]] = None) -> Dict[str, str]:
+        """The ``fields`` member of a job submission: field ID -> variable name,
+        restricted to ``field_ids`` when given."""
+        wanted = None if field_ids is None else set(field_ids)
+        return {str(fid): name for name, fid in self._field_ids.items() if wanted is None or fid in wanted}
+
+    # -- selection (API-16) ------------------------------------------------
+
+    def select(self, *, step: Optional[int] = None, level: Optional[int] = None) -> "Dataset":
+        """A new dataset view (with a fresh graph context) at another step or level."""
+        runmeta = self._runmeta
+        if step is None:
+            step = self._step
+        elif self._runmeta_given:
+            step = resolve_step(self._metadata, runmeta, step)
+        elif step != self._step:
+            step = resolve_step(self._metadata, None, step)
+            runmeta = lw.runmeta_from_metadata(self._metadata, step=step)
+        return Dataset(self._client, self._uri, step=step, level=self._level if level is None else level,
+                       metadata=self._metadata, runmeta=runmeta, world_size=self._world_size,
+                       runmeta_given=self._runmeta_given)
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self._uri!r}, step={self._step}, level={self._level}, "
+                f"levels={len(self._step_meta.levels)}, fields={len(self._fields)})")
+
+    def _repr_html_(self) -> str:
+        rows = [("uri", self._uri), ("step", self._step), ("level", self._level),
+                ("levels", len(self._step_meta.levels)),
+                ("blocks", sum(len(lv.boxes) for lv in self._step_meta.levels)),
+                ("fields", ", ".join(self._fields)), ("particles", ", ".join(self._particles) or "-")]
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                       for k, v in rows)
+        return f"<div><b>Dataset</b><table>{body}</table></div>"
+
+
+def resolve_step(meta: Mapping[str, Any], runmeta: Optional[lw.RunMeta], step: int) -> int:
+    """The step label to lower against. A synthesized RunMeta holds one step; a
+    plotfile answers to its own step number (the Header's) and to 0."""
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise TypeError(f"step must be an integer, got {step!r}")
+    if runmeta is not None:
+        labels = [s.step for s in runmeta.steps]
+        if step not in labels:
+            raise ValueError(f"step {step} is not in the given RunMeta (steps: {labels})")
+        return step
+    own = meta.get("step")
+    if step == 0 or (isinstance(own, int) and step == own):
+        return step
+    raise ValueError(f"step {step} is not in the dataset (it holds step {own}, also addressable as 0)")
+
+
+def runmeta_for(meta: Mapping[str, Any], runmeta: Union[None, lw.RunMeta, Mapping[str, Any]],
+                step: int) -> lw.RunMeta:
+    if runmeta is None:
+        return lw.runmeta_from_metadata(meta, step=step)
+    if isinstance(runmeta, lw.RunMeta):
+        return runmeta
+    if isinstance(runmeta, Mapping):
+        return lw.RunMeta.from_dict(runmeta, mapped_mesh=bool(meta.get("mapped_mesh", False)))
+    raise TypeError(f"runmeta must be a RunMeta or a RunMeta document, got {type(runmeta).__name__}")
