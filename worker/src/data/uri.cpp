@@ -1,5 +1,7 @@
 #include "kangaroo/data/uri.h"
 
+#include <filesystem>
+
 #include "kangaroo/data/amrex_plotfile.h"
 #include "kangaroo/data/memory_dataset.h"
 
@@ -29,6 +31,13 @@ std::shared_ptr<Dataset> open_dataset_uri(const std::string& uri) {
   }
   if (starts_with(uri, "openpmd://")) fail(ErrorKind::unsupported, "openPMD backend not enabled in this build");
   if (starts_with(uri, "parthenon://")) fail(ErrorKind::unsupported, "Parthenon backend not enabled in this build");
+  // URI-2: a plain path to a directory holding a plotfile `Header` is AMReX.
+  if (uri.find("://") == std::string::npos) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(std::filesystem::path(uri) / "Header", ec)) return open_amrex_dataset(uri, uri);
+    if (parthenon_suffix(uri)) fail(ErrorKind::unsupported, "HDF5 datasets (openPMD, Parthenon) are not supported in this build");
+    fail(ErrorKind::not_found, "'" + uri + "' is not a plotfile directory (no Header file); use amrex://, memory:// or a plotfile path");
+  }
   fail(ErrorKind::invalid_argument, "unsupported dataset URI scheme: " + uri);
 }
 

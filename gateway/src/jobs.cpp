@@ -1,0 +1,507 @@
+#include "jobs.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+#include "api_error.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace kangaroo::gateway {
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string new_job_id() {
+  static std::mutex mu;
+  static std::random_device rd;
+  std::lock_guard lock(mu);
+  std::uniform_int_distribution<std::uint64_t> dist;
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "j-%016llx", static_cast<unsigned long long>(dist(rd)));
+  return buf;
+}
+
+void write_atomic(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) throw std::runtime_error("cannot write '" + tmp.string() + "'");
+  }
+  // Durable before the rename makes it visible.
+  if (int fd = ::open(tmp.c_str(), O_RDONLY); fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw std::runtime_error("cannot move '" + tmp.string() + "' into place: " + ec.message());
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read '" + p.string() + "'");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+JobState parse_state(const std::string& s) {
+  for (auto st : {JobState::queued, JobState::running, JobState::succeeded, JobState::failed, JobState::cancelled}) {
+    if (s == state_name(st)) return st;
+  }
+  throw std::runtime_error("unknown job state '" + s + "'");
+}
+
+json spec_to_json(const JobSpec& s) {
+  json fields = json::object();
+  for (const auto& [id, name] : s.fields) fields[std::to_string(id)] = name;
+  json outputs = json::array();
+  for (const auto& [f, v] : s.outputs) outputs.push_back({f, v});
+  return {{"dataset_uri", s.dataset_uri}, {"dataset_path", s.dataset_path}, {"fields", fields},
+          {"outputs", outputs}, {"all_outputs", s.all_outputs}, {"threads", s.threads},
+          {"has_runmeta", !s.runmeta_text.empty()}};
+}
+
+JobSpec spec_from_dir(const fs::path& dir) {
+  const json j = json::parse(read_text(dir / "spec.json"));
+  JobSpec s;
+  s.dataset_uri = j.at("dataset_uri").get<std::string>();
+  s.dataset_path = j.at("dataset_path").get<std::string>();
+  for (const auto& [k, v] : j.at("fields").items()) s.fields[std::stoi(k)] = v.get<std::string>();
+  for (const auto& o : j.at("outputs")) s.outputs.emplace_back(o.at(0).get<std::int32_t>(), o.at(1).get<std::int32_t>());
+  s.all_outputs = j.at("all_outputs").get<bool>();
+  s.threads = j.at("threads").get<int>();
+  s.plan_text = read_text(dir / "plan.json");
+  if (j.at("has_runmeta").get<bool>()) s.runmeta_text = read_text(dir / "runmeta.json");
+  return s;
+}
+
+// "progress: D/T tasks" pieces of the worker's stderr (separated by \r or \n).
+bool parse_progress(const std::string& piece, std::uint64_t& done, std::uint64_t& total) {
+  unsigned long long d = 0, t = 0;
+  if (std::sscanf(piece.c_str(), "progress: %llu/%llu tasks", &d, &t) != 2) return false;
+  done = d;
+  total = t;
+  return true;
+}
+
+}  // namespace
+
+const char* state_name(JobState s) {
+  switch (s) {
+    case JobState::queued: return "queued";
+    case JobState::running: return "running";
+    case JobState::succeeded: return "succeeded";
+    case JobState::failed: return "failed";
+    case JobState::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+bool is_terminal(JobState s) { return s == JobState::succeeded || s == JobState::failed || s == JobState::cancelled; }
+
+std::string digest_hex(std::string_view data) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : data) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+json JobRecord::to_json() const {
+  auto opt_time = [](double t) { return t > 0 ? json(t) : json(nullptr); };
+  json err = nullptr;
+  if (!error_kind.empty()) err = {{"kind", error_kind}, {"message", error_message}};
+  return {{"id", id},
+          {"state", state_name(state)},
+          {"dataset", dataset},
+          {"idempotency_key", idempotency_key.empty() ? json(nullptr) : json(idempotency_key)},
+          {"created", created},
+          {"started", opt_time(started)},
+          {"finished", opt_time(finished)},
+          {"progress", {{"done", done}, {"total", total}}},
+          {"error", err},
+          {"results", results}};
+}
+
+json JobRecord::to_storage() const {
+  json j = to_json();
+  j["tenant"] = tenant;
+  j["request_hash"] = request_hash;
+  return j;
+}
+
+JobRecord JobRecord::from_storage(const json& j) {
+  JobRecord r;
+  r.id = j.at("id").get<std::string>();
+  r.tenant = j.at("tenant").get<std::string>();
+  r.request_hash = j.value("request_hash", "");
+  r.dataset = j.at("dataset").get<std::string>();
+  r.state = parse_state(j.at("state").get<std::string>());
+  if (!j.at("idempotency_key").is_null()) r.idempotency_key = j.at("idempotency_key").get<std::string>();
+  r.created = j.at("created").get<double>();
+  if (!j.at("started").is_null()) r.started = j.at("started").get<double>();
+  if (!j.at("finished").is_null()) r.finished = j.at("finished").get<double>();
+  r.done = j.at("progress").at("done").get<std::uint64_t>();
+  r.total = j.at("progress").at("total").get<std::uint64_t>();
+  if (!j.at("error").is_null()) {
+    r.error_kind = j.at("error").at("kind").get<std::string>();
+    r.error_message = j.at("error").at("message").get<std::string>();
+  }
+  r.results = j.value("results", std::uint64_t{0});
+  return r;
+}
+
+JobStore::JobStore(JobStoreOptions opt) : opt_(std::move(opt)) {
+  if (opt_.slots < 1) throw std::runtime_error("the local backend needs at least one worker slot");
+  fs::create_directories(opt_.state_dir / "jobs");
+  load_existing();
+}
+
+JobStore::~JobStore() { stop(); }
+
+fs::path JobStore::job_dir(const std::string& id) const { return opt_.state_dir / "jobs" / id; }
+fs::path JobStore::results_dir(const std::string& id) const { return job_dir(id) / "results"; }
+
+void JobStore::persist(const JobRecord& rec) const { write_atomic(job_dir(rec.id) / "job.json", rec.to_storage().dump(1)); }
+
+void JobStore::load_existing() {
+  std::vector<JobRecord> requeue;
+  for (const auto& entry : fs::directory_iterator(opt_.state_dir / "jobs")) {
+    if (!entry.is_directory()) continue;
+    const fs::path dir = entry.path();
+    std::error_code ec;
+    if (!fs::exists(dir / "job.json", ec)) {
+      fs::remove_all(dir, ec);  // a submission that was never acknowledged
+      continue;
+    }
+    JobRecord rec;
+    try {
+      rec = JobRecord::from_storage(json::parse(read_text(dir / "job.json")));
+    } catch (const std::exception& e) {
+      throw std::runtime_error("job record '" + (dir / "job.json").string() + "' is unreadable: " + e.what() +
+                               "; move that job folder aside to start");
+    }
+    if (!is_terminal(rec.state)) {
+      for (const auto& f : fs::directory_iterator(dir)) {
+        if (f.path().filename().string().rfind("results", 0) == 0) fs::remove_all(f.path(), ec);
+      }
+      rec.state = JobState::queued;
+      rec.started = 0;
+      rec.done = rec.total = 0;
+      persist(rec);
+      requeue.push_back(rec);
+    }
+    if (!rec.idempotency_key.empty()) by_key_[{rec.tenant, rec.idempotency_key}] = rec.id;
+    jobs_[rec.id].rec = rec;
+  }
+  std::sort(requeue.begin(), requeue.end(), [](const auto& a, const auto& b) { return a.created < b.created; });
+  for (const auto& r : requeue) queue_.push_back(r.id);
+}
+
+void JobStore::start() {
+  std::lock_guard lock(mu_);
+  stopping_ = false;
+  for (int i = 0; i < opt_.slots; ++i) runners_.emplace_back([this] { runner(); });
+}
+
+void JobStore::stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && runners_.empty()) return;
+    stopping_ = true;
+    for (auto& [id, e] : jobs_) {
+      if (e.pid > 0) ::kill(-e.pid, SIGKILL);
+    }
+  }
+  cv_.notify_all();
+  for (auto& t : runners_) t.join();
+  runners_.clear();
+}
+
+std::pair<JobRecord, bool> JobStore::submit(const std::string& tenant, const std::string& key,
+                                            const std::string& request_hash, JobSpec spec) {
+  std::unique_lock lock(mu_);
+  if (!key.empty()) {
+    if (auto it = by_key_.find({tenant, key}); it != by_key_.end()) {
+      const JobRecord& prior = jobs_.at(it->second).rec;
+      if (prior.request_hash != request_hash) {
+        throw ApiError(409, "conflict",
+                       "Idempotency-Key '" + key + "' was already used for a different request (job " + prior.id +
+                           "); use a new key for a new job");
+      }
+      return {prior, false};
+    }
+  }
+  if (queue_.size() >= opt_.queue_cap) {
+    throw ApiError(503, "unavailable",
+                   "the job queue is full (" + std::to_string(opt_.queue_cap) + " jobs waiting); retry later");
+  }
+  JobRecord rec;
+  rec.id = new_job_id();
+  rec.tenant = tenant;
+  rec.idempotency_key = key;
+  rec.request_hash = request_hash;
+  rec.dataset = spec.dataset_uri;
+  rec.created = now_seconds();
+  const fs::path dir = job_dir(rec.id);
+  fs::create_directories(dir);
+  write_atomic(dir / "plan.json", spec.plan_text);
+  if (!spec.runmeta_text.empty()) write_atomic(dir / "runmeta.json", spec.runmeta_text);
+  write_atomic(dir / "spec.json", spec_to_json(spec).dump(1));
+  persist(rec);  // acknowledged from here on
+  jobs_[rec.id].rec = rec;
+  if (!key.empty()) by_key_[{tenant, key}] = rec.id;
+  queue_.push_back(rec.id);
+  lock.unlock();
+  cv_.notify_one();
+  return {rec, true};
+}
+
+std::optional<JobRecord> JobStore::get(const std::string& tenant, const std::string& id) const {
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.rec.tenant != tenant) return std::nullopt;
+  return it->second.rec;
+}
+
+std::vector<JobRecord> JobStore::list(const std::string& tenant) const {
+  std::vector<JobRecord> out;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, e] : jobs_) {
+      if (e.rec.tenant == tenant) out.push_back(e.rec);
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.created > b.created; });
+  return out;
+}
+
+std::optional<JobRecord> JobStore::cancel(const std::string& tenant, const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.rec.tenant != tenant) return std::nullopt;
+  Entry& e = it->second;
+  if (is_terminal(e.rec.state)) return e.rec;
+  if (e.rec.state == JobState::queued) {
+    queue_.erase(std::remove(queue_.begin(), queue_.end(), id), queue_.end());
+    e.rec.state = JobState::cancelled;
+    e.rec.finished = now_seconds();
+    e.rec.error_kind = "cancelled";
+    e.rec.error_message = "cancelled by the client before it started";
+    ++e.rec.seq;
+    persist(e.rec);
+    return e.rec;
+  }
+  e.cancel_requested = true;
+  if (e.pid > 0) ::kill(-e.pid, SIGTERM);
+  return e.rec;
+}
+
+std::map<JobState, std::size_t> JobStore::counts() const {
+  std::map<JobState, std::size_t> c;
+  std::lock_guard lock(mu_);
+  for (const auto& [id, e] : jobs_) ++c[e.rec.state];
+  return c;
+}
+
+std::size_t JobStore::queue_length() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
+std::vector<std::string> JobStore::worker_argv(const std::string& id, const JobSpec& spec) const {
+  const fs::path dir = job_dir(id);
+  std::vector<std::string> argv = {opt_.worker_bin, "run", "--plan", (dir / "plan.json").string(), "--dataset",
+                                   spec.dataset_path, "--out", (dir / "results").string(), "--progress",
+                                   "--run-id", id};
+  if (!spec.runmeta_text.empty()) {
+    argv.push_back("--runmeta");
+    argv.push_back((dir / "runmeta.json").string());
+  }
+  for (const auto& [fid, name] : spec.fields) {
+    argv.push_back("--field");
+    argv.push_back(std::to_string(fid) + "=" + name);
+  }
+  for (const auto& [f, v] : spec.outputs) {
+    argv.push_back("--output");
+    argv.push_back(v < 0 ? std::to_string(f) : std::to_string(f) + ":" + std::to_string(v));
+  }
+  if (spec.all_outputs) argv.push_back("--all-outputs");
+  const int threads = spec.threads > 0 ? spec.threads : opt_.threads_per_job;
+  if (threads > 0) {
+    argv.push_back("--threads");
+    argv.push_back(std::to_string(threads));
+  }
+  return argv;
+}
+
+void JobStore::runner() {
+  for (;;) {
+    std::string id;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      id = queue_.front();
+      queue_.pop_front();
+    }
+    run_job(id);
+  }
+}
+
+void JobStore::run_job(const std::string& id) {
+  JobSpec spec;
+  std::string setup_error;
+  try {
+    spec = spec_from_dir(job_dir(id));
+  } catch (const std::exception& e) {
+    setup_error = std::string("job files are unreadable: ") + e.what();
+  }
+  std::vector<std::string> args;
+  if (setup_error.empty()) args = worker_argv(id, spec);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  int pipefd[2] = {-1, -1};
+  pid_t pid = -1;
+  {
+    std::lock_guard lock(mu_);
+    Entry& e = jobs_.at(id);
+    if (stopping_) return;
+    if (setup_error.empty()) {
+      if (::pipe2(pipefd, O_CLOEXEC) != 0) setup_error = std::string("pipe: ") + std::strerror(errno);
+    }
+    if (setup_error.empty()) {
+      const pid_t parent = ::getpid();
+      pid = ::fork();
+      if (pid == 0) {
+        // Child: only async-signal-safe calls until exec. The worker dies with
+        // the gateway, which re-runs unfinished jobs when it starts again.
+        ::setpgid(0, 0);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(127);
+        ::dup2(pipefd[1], 2);
+        int devnull = ::open("/dev/null", O_RDWR);
+        if (devnull >= 0) {
+          ::dup2(devnull, 0);
+          ::dup2(devnull, 1);
+        }
+        ::execv(argv[0], argv.data());
+        const char msg[] = "cannot execute the worker binary\n";
+        (void)!::write(2, msg, sizeof msg - 1);
+        ::_exit(127);
+      }
+      if (pid < 0) setup_error = std::string("fork: ") + std::strerror(errno);
+    }
+    if (!setup_error.empty()) {
+      e.rec.state = JobState::failed;
+      e.rec.finished = now_seconds();
+      e.rec.error_kind = "internal";
+      e.rec.error_message = setup_error;
+      ++e.rec.seq;
+      persist(e.rec);
+      if (pipefd[0] >= 0) ::close(pipefd[0]);
+      if (pipefd[1] >= 0) ::close(pipefd[1]);
+      return;
+    }
+    ::setpgid(pid, pid);
+    e.pid = pid;
+    e.rec.state = JobState::running;
+    e.rec.started = now_seconds();
+    ++e.rec.seq;
+    persist(e.rec);
+  }
+  ::close(pipefd[1]);
+
+  // Progress lines and the worker's messages arrive on its stderr.
+  std::string pending, messages;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    pending.append(buf, static_cast<std::size_t>(n));
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < pending.size(); ++i) {
+      if (pending[i] != '\r' && pending[i] != '\n') continue;
+      const std::string piece = pending.substr(start, i - start);
+      start = i + 1;
+      std::uint64_t d = 0, t = 0;
+      if (parse_progress(piece, d, t)) {
+        std::lock_guard lock(mu_);
+        Entry& e = jobs_.at(id);
+        e.rec.done = d;
+        e.rec.total = t;
+        ++e.rec.seq;
+      } else if (!piece.empty()) {
+        messages += piece + "\n";
+        if (messages.size() > 16384) messages.erase(0, messages.size() - 16384);
+      }
+    }
+    pending.erase(0, start);
+  }
+  ::close(pipefd[0]);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+
+  std::lock_guard lock(mu_);
+  Entry& e = jobs_.at(id);
+  e.pid = 0;
+  if (stopping_) return;  // shutting down: the job stays "running" on disk and is re-run
+  e.rec.finished = now_seconds();
+  ++e.rec.seq;
+  if (e.cancel_requested) {
+    e.rec.state = JobState::cancelled;
+    e.rec.error_kind = "cancelled";
+    e.rec.error_message = "cancelled by the client while running";
+  } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+    e.rec.state = JobState::succeeded;
+    try {
+      const json m = json::parse(read_text(results_dir(id) / "manifest.json"));
+      e.rec.results = m.at("chunks").size();
+    } catch (const std::exception& ex) {
+      e.rec.state = JobState::failed;
+      e.rec.error_kind = "internal";
+      e.rec.error_message = std::string("the worker reported success but its manifest is unreadable: ") + ex.what();
+    }
+  } else {
+    e.rec.state = JobState::failed;
+    while (!messages.empty() && messages.back() == '\n') messages.pop_back();
+    if (WIFSIGNALED(status)) {
+      e.rec.error_kind = "internal";
+      e.rec.error_message = "worker terminated by signal " + std::to_string(WTERMSIG(status)) +
+                            (messages.empty() ? "" : ": " + messages);
+    } else {
+      const int code = WEXITSTATUS(status);
+      e.rec.error_kind = code == 2 ? "validation" : code == 3 ? "run" : "dataset";
+      e.rec.error_message = messages.empty() ? "worker exited with status " + std::to_string(code) : messages;
+    }
+  }
+  persist(e.rec);
+}
+
+}  // namespace kangaroo::gateway
