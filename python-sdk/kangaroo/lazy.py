@@ -153,8 +153,8 @@ class LazyValue:
     # -- diagnostics (API-37, API-38) ---------------------------------------
 
     def _ancestry(self) -> List[ir.Stage]:
-        _, tail = self._target() if self._fragment is not None else (None, None)
-        return [] if tail is None else ir.Plan([tail]).topo_stages()
+        """The producer stages of this value and their ancestors (empty for dataset fields)."""
+        return [] if self._fragment is None else ir.Plan([self._fragment.tail]).topo_stages()
 
     def _estimates(self) -> Dict[str, Any]:
         stages = self._ancestry()
@@ -490,11 +490,6 @@ class Array(LazyValue):
                                                 dtype=_kernel_dtype(self.dtype), name=f"load_f{out}",
                                                 **self._lowering_args())
         return self._identity.out_field, self._identity.tail
-
-    def _ancestry(self) -> List[ir.Stage]:
-        if self._fragment is None:
-            return []
-        return ir.Plan([self._fragment.tail]).topo_stages()
 
     def _check_options(self, opts: Dict[str, Any]) -> None:
         unknown = sorted(set(opts) - set(_COMPUTE_OPTIONS))
