@@ -69,14 +69,15 @@ def _source_tree() -> Path:
 
 
 def find_binary(name: str, explicit: Optional[str], env_var: str, build_subdir: str) -> Optional[str]:
-    """``explicit``, then ``$<env_var>``, then the build folder of the source tree
-    (``$KANGAROO_BUILD_DIR`` or ``build/``), then ``PATH``."""
+    """``explicit``, then ``$<env_var>``, then a build folder (``$KANGAROO_BUILD_DIR``,
+    ``build/`` of the source tree the package runs from, ``build/`` of the current
+    folder, for a package installed into a virtual environment), then ``PATH``."""
     for candidate in (explicit, os.environ.get(env_var)):
         if candidate:
             return str(Path(candidate).expanduser().resolve())
     build = os.environ.get("KANGAROO_BUILD_DIR")
     build_dirs = [Path(build) if os.path.isabs(build) else _source_tree() / build] if build else []
-    build_dirs.append(_source_tree() / "build")
+    build_dirs += [_source_tree() / "build", Path.cwd() / "build"]
     for b in build_dirs:
         p = b / build_subdir / name
         if p.is_file() and os.access(p, os.X_OK):

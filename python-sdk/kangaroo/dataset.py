@@ -184,6 +184,8 @@ class Dataset:
         self._fields = NameMapping("field", names, lambda n: Array._source(self, n))
         self._particles = NameMapping("particle species", _species_names(metadata),
                                       lambda n: ParticleSpecies(self, n))
+        self._meshes = NameMapping("mesh", [m for m in metadata.get("mesh_names") or [] if isinstance(m, str)],
+                                   lambda n: n)
 
     # -- identity ---------------------------------------------------------
 
@@ -228,6 +230,11 @@ class Dataset:
     @property
     def particles(self) -> NameMapping:
         return self._particles
+
+    @property
+    def meshes(self) -> NameMapping:
+        """Mesh names of multi-mesh formats (empty for AMReX plotfiles)."""
+        return self._meshes
 
     def __getitem__(self, name: str) -> Any:
         return self._fields[name]

@@ -502,6 +502,16 @@ class Array(LazyValue):
         if mb is not None and (isinstance(mb, bool) or not isinstance(mb, numbers.Integral) or mb < 0):
             raise ValueError(f"max_bytes must be a non-negative integer, got {mb!r}")
 
+    def iter_chunks(self, *, progress: Optional[bool] = None) -> Any:
+        """Computes the array and yields its per-block arrays (the single image of
+        a bounded array) (API-27)."""
+        result = compute(self, progress=progress)
+        if isinstance(result, AMRChunkedArray):
+            for chunk in result:
+                yield chunk.values
+        else:
+            yield result
+
     def _materialize(self, results: Any, opts: Dict[str, Any]) -> Any:
         field, _ = self._target()
         ds = self._dataset

@@ -279,7 +279,9 @@ def test_dataset_surface(gw):
     assert ds["density"] is ds.fields["density"]
     assert ds.step == 0 and ds.level == 0
     assert ds["temperature"].dtype == "float32"
-    assert list(ds.particles) == ["electrons"]
+    assert list(ds.particles) == ["electrons"] and list(ds.meshes) == []
+    with pytest.raises(NotImplementedError):
+        ds.particles["electrons"]["mass"]
     with pytest.raises(KeyError) as e:
         ds["densty"]
     assert str(e.value).startswith("unknown field 'densty'; available: density, temperature, velx; "
@@ -458,6 +460,10 @@ def test_unbounded_arrays_come_back_per_block(gw):
     assert chunked[0].values.dtype == bool and chunked[2].box.lo == (8, 8, 8)
     with pytest.raises(ValueError, match="AMR hierarchy"):
         chunked.gather()
+    blocks = list(ds["density"].iter_chunks())
+    assert [b.shape for b in blocks] == [c.values.shape for c in chunked]
+    (image,) = ds["density"].slice(axis="x", resolution=(4, 4)).iter_chunks()
+    assert image.shape == (4, 4)
     src = ds["velx"].compute()
     assert len(src) == 3 and src.nbytes == (2 * 8 * 16 * 16 + 16 ** 3) * 8
     assert "AMRChunkedArray" in src._repr_html_()
