@@ -109,9 +109,8 @@ class JobResults:
         """Downloads and loads ``chunks`` (in parallel for several)."""
         if len(chunks) <= 1:
             return [self.client.fetch_array(self.job_id, c) for c in chunks]
-        workers = min(self.client.download_threads, len(chunks))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(lambda c: self.client.fetch_array(self.job_id, c), chunks))
+        pool = self.client._download_pool()
+        return list(pool.map(lambda c: self.client.fetch_array(self.job_id, c), chunks))
 
 
 class Client:
@@ -141,12 +140,26 @@ class Client:
                                     backoff=backoff)
         self._info: Optional[Dict[str, Any]] = None
         self._info_lock = threading.Lock()
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
     @property
     def transport(self) -> Transport:
         return self._transport
 
+    def _download_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Download threads, kept with their keep-alive connections across jobs."""
+        with self._info_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.download_threads,
+                                                                   thread_name_prefix="kangaroo-download")
+            return self._pool
+
     def close(self) -> None:
+        """Stops the download threads and closes every connection."""
+        with self._info_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self._transport.close()
 
     def __enter__(self) -> "Client":

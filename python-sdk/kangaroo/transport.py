@@ -91,6 +91,8 @@ class Transport:
         self.context = ssl.create_default_context(cafile=ca_cert) if ca_cert else ssl.create_default_context()
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._local = threading.local()
+        self._open: set = set()  # every thread's persistent connection, for close()
+        self._open_lock = threading.Lock()
         # Counters for diagnostics and tests: connections opened, retries taken.
         self.connections_opened = 0
         self.retries_taken = 0
@@ -106,17 +108,32 @@ class Transport:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._new_connection()
+            with self._open_lock:
+                self._open.add(conn)
         return conn
 
     def _drop(self) -> None:
         conn = getattr(self._local, "conn", None)
         self._local.conn = None
         if conn is not None:
+            with self._open_lock:
+                self._open.discard(conn)
             conn.close()
 
     def close(self) -> None:
-        """Closes this thread's connection (others close when their threads end)."""
-        self._drop()
+        """Closes the persistent connections of every thread; later requests reconnect."""
+        with self._open_lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    def __del__(self) -> None:
+        # An unclosed client should not leave sockets for the garbage collector to warn about.
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - nothing useful to do during finalization
+            pass
 
     def _headers(self, extra: Optional[Mapping[str, str]]) -> Dict[str, str]:
         h = {"User-Agent": f"kangaroo-python/{__version__}", "Accept": "application/json"}
