@@ -32,6 +32,8 @@ from .errors import DownloadError, GatewayError, GatewayUnavailableError, error_
 __all__ = ["Response", "Transport", "EventStream"]
 
 _RETRY_STATUS = (502, 503, 504)
+# How a keep-alive connection the server has closed fails on reuse.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -96,6 +98,7 @@ class Transport:
         # Counters for diagnostics and tests: connections opened, retries taken.
         self.connections_opened = 0
         self.retries_taken = 0
+        self.stale_reconnects = 0
 
     # -- connections ------------------------------------------------------
 
@@ -180,7 +183,9 @@ class Transport:
         if body is not None:
             h.setdefault("Content-Type", "application/json")
         attempt = 0
+        stale_retry = True
         while True:
+            reused = getattr(self._local, "conn", None) is not None
             try:
                 conn = self._connection()
                 conn.request(method, self.prefix + path, body=body, headers=h)
@@ -195,6 +200,11 @@ class Transport:
                 self._drop()
                 if not _retryable(e):
                     raise
+                if idempotent and reused and stale_retry and isinstance(e, _STALE):
+                    # The server closed an idle keep-alive connection: reconnect at once.
+                    stale_retry = False
+                    self.stale_reconnects += 1
+                    continue
                 if not idempotent or attempt >= self.retries:
                     raise self._unavailable(method, path, e, attempt + 1) from e
                 self._sleep(self._delay(attempt))

@@ -147,6 +147,14 @@ def test_get_is_retried_after_dropped_connections(gw):
     assert len(gw.seen("GET", "/v1/info")) == 4
 
 
+def test_closed_keep_alive_connection_reconnects_at_once(gw):
+    c = client(gw)
+    c.info()
+    gw.fault("/v1/info", "drop")  # as a server closing an idle connection
+    c.info(refresh=True)
+    assert c.transport.stale_reconnects == 1 and c.transport.retries_taken == 0
+
+
 def test_retries_are_bounded(gw):
     gw.fault("/v1/info", *["drop"] * 10)
     c = client(gw, retries=2)
