@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <utility>
 
 #include "kangaroo/core/buffer.h"
 #include "kangaroo/core/chunk_id.h"
@@ -164,6 +165,72 @@ TEST(Buffer, SharedStorageIsNotMutatedThroughPublishedBuffers_BUF9) {
   auto copy = Buffer::from_bytes(published->descriptor(), published->bytes());
   copy->elements<double>()[0] = 7.0;
   EXPECT_EQ(published->elements<double>()[0], 3.0);
+}
+
+TEST(Buffer, ZeroBuffersReadZeroOnEveryAllocationPath) {
+  // Small ones come from calloc, large ones from lazily zero anonymous pages;
+  // reuse of freed memory must not leak old contents into either.
+  for (int round = 0; round < 2; ++round) {
+    for (const std::uint64_t n :
+         {std::uint64_t{3}, std::uint64_t{1} << 17, (std::uint64_t{1} << 20) + 5}) {
+      auto b = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({n})), InitPolicy::zero);
+      EXPECT_TRUE(b->known_zero());
+      const double* v = std::as_const(*b).elements<double>();
+      for (std::uint64_t e = 0; e < n; ++e)
+        ASSERT_EQ(v[e], 0.0) << n << " element " << e;
+      double* w = b->elements<double>();
+      EXPECT_FALSE(b->known_zero());  // mutable access ends the guarantee
+      for (std::uint64_t e = 0; e < n; e += 511)
+        w[e] = 1.5;
+      EXPECT_EQ(w[0], 1.5);
+      EXPECT_EQ(w[1], 0.0);
+    }
+  }
+  auto big = Buffer::allocate(Descriptor::c_order(ScalarType::u8, ext({3u << 20})),
+                              InitPolicy::uninitialized);
+  EXPECT_FALSE(big->known_zero());
+  auto dyn = Buffer::allocate_dynamic(ScalarType::f64, 1 << 18, InitPolicy::zero);
+  EXPECT_TRUE(dyn->known_zero());
+  EXPECT_EQ(std::as_const(*dyn).elements<double>()[(1 << 18) - 1], 0.0);
+  auto wrapped = Buffer::from_bytes(big->descriptor(), big->bytes());
+  EXPECT_FALSE(wrapped->known_zero());
+}
+
+TEST(Buffer, NonzeroRectHintIsCheckedAndDroppedOnMutation) {
+  auto img = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({4, 6})), InitPolicy::zero);
+  EXPECT_FALSE(img->nonzero_rect().has_value());  // absent: anything may be nonzero
+  img->set_nonzero_rect({1, 3, 2, 6});
+  ASSERT_TRUE(img->nonzero_rect().has_value());
+  EXPECT_EQ(*img->nonzero_rect(), (NonzeroRect{1, 3, 2, 6}));
+  EXPECT_FALSE(img->nonzero_rect()->empty());
+  img->set_nonzero_rect({});
+  EXPECT_TRUE(img->nonzero_rect()->empty());
+  img->set_nonzero_rect({0, 4, 0, 6});
+  // Reading keeps the hint; any mutable access drops it.
+  (void)std::as_const(*img).elements<double>();
+  (void)img->view<double>(2);
+  EXPECT_TRUE(img->nonzero_rect().has_value());
+  (void)img->mutable_view<double>(2);
+  EXPECT_FALSE(img->nonzero_rect().has_value());
+  img->set_nonzero_rect({0, 1, 0, 1});
+  (void)img->mutable_data();
+  EXPECT_FALSE(img->nonzero_rect().has_value());
+
+  for (const NonzeroRect& bad : {NonzeroRect{0, 5, 0, 6}, NonzeroRect{0, 4, 0, 7},
+                                 NonzeroRect{3, 2, 0, 6}, NonzeroRect{0, 4, 5, 4}}) {
+    try {
+      img->set_nonzero_rect(bad);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::buffer);
+      EXPECT_NE(std::string(e.what()).find("nonzero rectangle rows"), std::string::npos)
+          << e.what();
+    }
+  }
+  auto vec = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({4})), InitPolicy::zero);
+  EXPECT_THROW(vec->set_nonzero_rect({0, 1, 0, 1}), Error);
+  auto bytes = Buffer::allocate(Descriptor::opaque_bytes(16), InitPolicy::zero);
+  EXPECT_THROW(bytes->set_nonzero_rect({0, 1, 0, 1}), Error);
 }
 
 TEST(Buffer, VisitRealRejectsIntegerInputs_OPGEN1) {

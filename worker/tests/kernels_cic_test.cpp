@@ -512,6 +512,40 @@ TEST(CicProjection, PixelsSpreadNativeCellsByOverlap_OPCIC2) {
   EXPECT_NEAR(sum_of(image), 4.0, 1e-14);
 }
 
+TEST(CicProjection, HintHoldsEveryDepositedPixel_OPCIC2) {
+  CicCase c;
+  std::vector<std::array<double, 4>> ps;
+  for (int n = 0; n < 12; ++n)
+    ps.push_back({0.6 + 0.1 * n, 1.1 + 0.07 * n, 0.5 + (n % 4), 1.0 + n});
+  c.particles.add(0, 0, ps);
+  for (const std::array<std::int64_t, 2> res :
+       {std::array<std::int64_t, 2>{8, 8}, {5, 3}, {13, 11}}) {
+    SCOPED_TRACE(testing::Message() << res[0] << " x " << res[1]);
+    const std::vector<double> image = c.projection(projection_params(res));
+    ASSERT_TRUE(c.outputs[0]->nonzero_rect().has_value());
+    const NonzeroRect r = *c.outputs[0]->nonzero_rect();
+    EXPECT_FALSE(r.empty());
+    // The hint holds every deposited pixel and is no wider than the pixel
+    // spans of the cells that received mass: here not the whole image.
+    for (std::uint64_t j = 0; j < static_cast<std::uint64_t>(res[1]); ++j) {
+      for (std::uint64_t i = 0; i < static_cast<std::uint64_t>(res[0]); ++i) {
+        if (image[j * static_cast<std::uint64_t>(res[0]) + i] == 0.0) continue;
+        EXPECT_TRUE(j >= r.row_begin && j < r.row_end && i >= r.col_begin && i < r.col_end)
+            << i << "," << j;
+      }
+    }
+    EXPECT_LT((r.row_end - r.row_begin) * (r.col_end - r.col_begin),
+              static_cast<std::uint64_t>(res[0] * res[1]));
+  }
+  // Nothing deposited (the only particle lies beyond the slab): an empty hint
+  // over an all-zero image.
+  c.particles.columns.clear();
+  c.particles.add(0, 0, {{2.0, 2.0, 9.5, 1.0}});
+  const std::vector<double> empty = c.projection(projection_params());
+  EXPECT_TRUE(c.outputs[0]->nonzero_rect()->empty());
+  EXPECT_EQ(sum_of(empty), 0.0);
+}
+
 TEST(CicProjection, ParameterChecks_OPCIC2_OPGEN3) {
   CicCase c;
   c.particles.add(0, 0, {{1.0, 1.0, 0.5, 1.0}});

@@ -743,6 +743,123 @@ TEST(SliceCellAvg, FortranOrderWithPartialCoverage_OP_SLICE_1_COV_2) {
   }
 }
 
+// --- nonzero-rectangle hints of the accumulators -----------------------------------
+
+// Bounding rectangle of the nonzero pixels of an (nv, nu) image (empty: none).
+NonzeroRect nonzero_bounds(const std::vector<double>& image, int nu, int nv) {
+  NonzeroRect r;
+  bool any = false;
+  for (int pj = 0; pj < nv; ++pj) {
+    for (int pi = 0; pi < nu; ++pi) {
+      if (image[static_cast<std::size_t>(pj * nu + pi)] == 0.0) continue;
+      const auto j = static_cast<std::uint64_t>(pj), i = static_cast<std::uint64_t>(pi);
+      r = any ? NonzeroRect{std::min(r.row_begin, j), std::max(r.row_end, j + 1),
+                            std::min(r.col_begin, i), std::max(r.col_end, i + 1)}
+              : NonzeroRect{j, j + 1, i, i + 1};
+      any = true;
+    }
+  }
+  return r;
+}
+
+// Zero-allocated (nv, nu) outputs: the accumulators then skip their own fill.
+std::vector<BufferPtr> zero_images(int nu, int nv, int count) {
+  std::vector<BufferPtr> out;
+  for (int n = 0; n < count; ++n) {
+    out.push_back(test::make_buffer(
+        ScalarType::f64, {static_cast<std::uint64_t>(nv), static_cast<std::uint64_t>(nu)}));
+  }
+  return out;
+}
+
+const std::vector<IndexBox> kHintCoverings[] = {
+    {},
+    {box_of({5, 1, 0}, {6, 3, 6}), box_of({9, 5, 2}, {12, 9, 2})},
+    {box_of({4, 0, 0}, {9, 1, 6}), box_of({4, 0, 0}, {5, 5, 6})},
+};
+
+TEST(SliceCellAvg, HintIsTheFootprintOfTheSampledCells_OP_SLICE_1) {
+  for (const auto& c : kSliceCases) {
+    for (const auto& covered : kHintCoverings) {
+      SCOPED_TRACE(testing::Message() << "axis " << c.axis << " covering " << covered.size());
+      auto dirty = slice_harness(7, 5);
+      dirty.covered = covered;
+      dirty.params = slice_params(c.axis, c.coord, c.rect, 7, 5);
+      dirty.run("uniform_slice_cellavg_accumulate");
+      auto fresh = slice_harness(7, 5);
+      fresh.outputs = zero_images(7, 5, 2);
+      fresh.covered = covered;
+      fresh.params = dirty.params;
+      fresh.run("uniform_slice_cellavg_accumulate");
+      const auto area = values_of(*dirty.outputs[1]);
+      const NonzeroRect want = nonzero_bounds(area, 7, 5);
+      EXPECT_FALSE(want.empty());
+      EXPECT_EQ(nonzero_bounds(values_of(*dirty.outputs[0]), 7, 5), want);
+      for (const auto* h : {&dirty, &fresh}) {
+        for (const auto& out : h->outputs) {
+          ASSERT_TRUE(out->nonzero_rect().has_value());
+          EXPECT_EQ(*out->nonzero_rect(), want);
+        }
+      }
+      EXPECT_EQ(values_of(*fresh.outputs[0]), values_of(*dirty.outputs[0]));
+      EXPECT_EQ(values_of(*fresh.outputs[1]), area);
+    }
+  }
+}
+
+TEST(SliceCellAvg, NothingSampledGivesAnEmptyHint_OP_SLICE_1) {
+  for (const bool fully_covered : {false, true}) {
+    auto h = slice_harness(7, 5);
+    h.outputs = zero_images(7, 5, 2);
+    if (fully_covered) h.covered = {test_box()};
+    h.params = slice_params(2, fully_covered ? 7.3 : 50.0, kSliceCases[0].rect, 7, 5);
+    h.run("uniform_slice_cellavg_accumulate");
+    for (const auto& out : h.outputs) {
+      ASSERT_TRUE(out->nonzero_rect().has_value()) << fully_covered;
+      EXPECT_TRUE(out->nonzero_rect()->empty()) << fully_covered;
+      EXPECT_EQ(values_of(*out), std::vector<double>(35, 0.0));
+    }
+  }
+}
+
+TEST(Projection, HintIsTheFootprintOfTheIntegratedColumns_OP_PROJ_1) {
+  for (const auto& c : kLayoutCases) {
+    for (const auto& covered : kHintCoverings) {
+      SCOPED_TRACE(testing::Message() << "axis " << c.axis << " covering " << covered.size());
+      auto dirty = projection_harness(7, 5);
+      dirty.covered = covered;
+      dirty.params = projection_params(c.axis, c.bounds, c.rect, 7, 5);
+      dirty.run("uniform_projection_accumulate");
+      auto fresh = projection_harness(7, 5);
+      fresh.outputs = zero_images(7, 5, 1);
+      fresh.covered = covered;
+      fresh.params = dirty.params;
+      fresh.run("uniform_projection_accumulate");
+      const auto image = values_of(*dirty.outputs[0]);
+      const NonzeroRect want = nonzero_bounds(image, 7, 5);
+      EXPECT_FALSE(want.empty());
+      for (const auto* h : {&dirty, &fresh}) {
+        ASSERT_TRUE(h->outputs[0]->nonzero_rect().has_value());
+        EXPECT_EQ(*h->outputs[0]->nonzero_rect(), want);
+      }
+      EXPECT_EQ(values_of(*fresh.outputs[0]), image);
+    }
+  }
+  // Nothing integrated: slab beside the block, or every cell covered.
+  for (const bool fully_covered : {false, true}) {
+    auto h = projection_harness(7, 5);
+    h.outputs = zero_images(7, 5, 1);
+    if (fully_covered) h.covered = {test_box()};
+    h.params = projection_params(
+        2, fully_covered ? std::array<double, 2>{4.0, 12.0} : std::array<double, 2>{11.0, 20.0},
+        kSliceCases[0].rect, 7, 5);
+    h.run("uniform_projection_accumulate");
+    ASSERT_TRUE(h.outputs[0]->nonzero_rect().has_value()) << fully_covered;
+    EXPECT_TRUE(h.outputs[0]->nonzero_rect()->empty()) << fully_covered;
+    EXPECT_EQ(values_of(*h.outputs[0]), std::vector<double>(35, 0.0));
+  }
+}
+
 // --- uniform_slice (nearest cell) --------------------------------------------------------
 
 UniformSliceParams nearest_params(int axis, double coord, std::array<double, 4> rect, int nu,

@@ -2,9 +2,12 @@
 // min/max rules written out in the test.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kangaroo/kernels/math/extrema.h"
@@ -107,6 +110,140 @@ TEST(SliceAdd, AddsTwoInputs_OP_RED_2) {
   const auto out = values_of(*h.outputs[0]);
   for (std::size_t p = 0; p < 6; ++p)
     EXPECT_EQ(out[p], a[p] + b[p]);
+}
+
+// --- nonzero-rectangle hints -------------------------------------------------------
+
+NonzeroRect random_rect(std::mt19937_64& rng, std::uint64_t nv, std::uint64_t nu) {
+  switch (rng() % 6) {
+    case 0:
+      return {};
+    case 1:
+      return {0, nv, 0, nu};
+    default:
+      break;
+  }
+  const std::uint64_t r0 = rng() % nv, c0 = rng() % nu;
+  return {r0, r0 + 1 + rng() % (nv - r0), c0, c0 + 1 + rng() % (nu - c0)};
+}
+
+// Values of an (nv, nu) image: random inside `r` over many magnitudes, with
+// some -0.0, +0.0 and infinities; exact zeros outside.
+std::vector<double> rect_values(std::uint64_t nv, std::uint64_t nu, const NonzeroRect& r,
+                                std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> dist(-1.0, 1.0);
+  std::vector<double> v(nv * nu, 0.0);
+  for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
+    for (std::uint64_t col = r.col_begin; col < r.col_end; ++col) {
+      const auto pick = rng() % 64;
+      double x = std::ldexp(dist(rng), static_cast<int>(rng() % 60) - 30);
+      if (pick == 0) x = -0.0;
+      if (pick == 1) x = 0.0;
+      if (pick == 2) x = kInf;
+      if (pick == 3) x = -kInf;
+      v[row * nu + col] = x;
+    }
+  }
+  return v;
+}
+
+// Bounding rectangle of the non-empty rectangles added (empty when none).
+struct RectUnion {
+  bool any = false;
+  NonzeroRect u;
+
+  void add(const NonzeroRect& r) {
+    if (r.empty()) return;
+    if (!any) {
+      u = r;
+      any = true;
+      return;
+    }
+    u.row_begin = std::min(u.row_begin, r.row_begin);
+    u.row_end = std::max(u.row_end, r.row_end);
+    u.col_begin = std::min(u.col_begin, r.col_begin);
+    u.col_end = std::max(u.col_end, r.col_end);
+  }
+  NonzeroRect rect() const { return any ? u : NonzeroRect{}; }
+};
+
+std::vector<std::byte> bytes_of(const Buffer& b) {
+  const auto s = b.bytes();
+  return {s.begin(), s.end()};
+}
+
+TEST(SliceReduce, HintedImagesSumBitwiseLikeTheDenseSum_OP_RED_1_OP_RED_2) {
+  std::mt19937_64 rng(42);
+  const std::pair<std::uint64_t, std::uint64_t> shapes[] = {{1, 1}, {5, 7}, {37, 64}, {700, 200}};
+  for (const ScalarType scalar : {ScalarType::f64, ScalarType::f32}) {
+    for (const auto& [nv, nu] : shapes) {
+      for (const char* kernel : {"uniform_slice_reduce", "uniform_slice_add"}) {
+        for (int trial = 0; trial < 5; ++trial) {
+          SCOPED_TRACE(testing::Message() << scalar_name(scalar) << " (" << nv << ", " << nu << ") "
+                                          << kernel << " trial " << trial);
+          const std::size_t n = std::string_view(kernel) == "uniform_slice_add" ? 2 : 1 + rng() % 5;
+          std::vector<ConstBufferPtr> plain, hinted, mixed;
+          RectUnion want;
+          for (std::size_t i = 0; i < n; ++i) {
+            const NonzeroRect r = random_rect(rng, nv, nu);
+            const auto values = rect_values(nv, nu, r, rng);
+            plain.push_back(make_filled(scalar, {nv, nu}, values));
+            BufferPtr h = make_filled(scalar, {nv, nu}, values);
+            h->set_nonzero_rect(r);
+            hinted.push_back(h);
+            mixed.push_back(i % 2 ? plain.back() : hinted.back());
+            want.add(r);
+          }
+          const std::vector<double> garbage(nv * nu, 555.0);
+          KernelHarness h;
+          // Reference: no hints, dense elementwise sum.
+          h.inputs = plain;
+          h.outputs = {make_filled(scalar, {nv, nu}, garbage)};
+          h.run(kernel);
+          const auto dense = bytes_of(*h.outputs[0]);
+          EXPECT_FALSE(h.outputs[0]->nonzero_rect().has_value());
+          // Hinted inputs into a fresh zero output, into a dirty output, and
+          // mixed with unhinted inputs.
+          struct Run {
+            const std::vector<ConstBufferPtr>* inputs;
+            bool zero_output;
+          };
+          for (const Run& run : {Run{&hinted, true}, Run{&hinted, false}, Run{&mixed, true}}) {
+            h.inputs = *run.inputs;
+            h.outputs = {run.zero_output ? test::make_buffer(scalar, {nv, nu})
+                                         : make_filled(scalar, {nv, nu}, garbage)};
+            h.run(kernel);
+            EXPECT_TRUE(bytes_of(*h.outputs[0]) == dense);
+            ASSERT_TRUE(h.outputs[0]->nonzero_rect().has_value());
+            const NonzeroRect expect =
+                run.inputs == &mixed && n > 1 ? NonzeroRect{0, nv, 0, nu} : want.rect();
+            EXPECT_EQ(*h.outputs[0]->nonzero_rect(), expect);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(SliceReduce, HintUnionIsTheBoundingRectangleOfNonEmptyInputs_OP_RED_1) {
+  const std::vector<double> zeros(6 * 8, 0.0);
+  KernelHarness h;
+  auto image = [&](NonzeroRect r) {
+    BufferPtr b = make_filled(ScalarType::f64, {6, 8}, zeros);
+    b->set_nonzero_rect(r);
+    return ConstBufferPtr(b);
+  };
+  h.inputs = {image({1, 2, 5, 7}), image({}), image({4, 6, 0, 3}), image({2, 2, 0, 8})};
+  h.outputs = {test::make_buffer(ScalarType::f64, {6, 8})};
+  h.run("uniform_slice_reduce");
+  EXPECT_EQ(*h.outputs[0]->nonzero_rect(), (NonzeroRect{1, 6, 0, 7}));
+  EXPECT_EQ(values_of(*h.outputs[0]), zeros);
+  // All inputs empty: the output is all zero and says so.
+  h.inputs = {image({}), image({3, 3, 1, 2})};
+  h.outputs = {make_filled(ScalarType::f64, {6, 8}, std::vector<double>(48, 1.0))};
+  h.run("uniform_slice_add");
+  EXPECT_TRUE(h.outputs[0]->nonzero_rect()->empty());
+  EXPECT_EQ(values_of(*h.outputs[0]), zeros);
 }
 
 TEST(SliceReduceErrors, ContractViolations_OP_RED_1_OP_RED_2) {

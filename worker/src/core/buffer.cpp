@@ -1,5 +1,7 @@
 #include "kangaroo/core/buffer.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -180,17 +182,38 @@ Storage::~Storage() {
 }
 
 namespace {
+
+// Zero-initialised blocks at least this large come straight from anonymous
+// mmap: the kernel hands out zero pages lazily, so pages never written cost
+// neither a memset nor resident memory. (calloc cannot promise that: once
+// glibc's dynamic mmap threshold has grown, big blocks come from the heap and
+// calloc clears them eagerly.) Per-block partial images written only in a
+// small footprint are the case this serves.
+constexpr std::size_t kLazyZeroBytes = std::size_t{1} << 20;
+
 void free_host(std::byte* p, std::size_t) { std::free(p); }
+void unmap_host(std::byte* p, std::size_t size) {
+  ::munmap(p, size);
+}
+
+[[noreturn]] void fail_allocation(std::size_t size) {
+  fail(ErrorKind::buffer, "host allocation of " + std::to_string(size) + " bytes failed");
+}
+
 }  // namespace
 
 std::shared_ptr<Storage> Storage::allocate_host(std::size_t size, InitPolicy init) {
+  if (init == InitPolicy::zero && size >= kLazyZeroBytes) {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) fail_allocation(size);
+    return std::make_shared<Storage>(static_cast<std::byte*>(p), size, MemoryLocation::host,
+                                     &unmap_host);
+  }
   // Always hand out a valid pointer, even for empty buffers, so views never
   // see nullptr arithmetic.
   const std::size_t n = size == 0 ? 1 : size;
   void* p = init == InitPolicy::zero ? std::calloc(n, 1) : std::malloc(n);
-  if (p == nullptr) {
-    fail(ErrorKind::buffer, "host allocation of " + std::to_string(size) + " bytes failed");
-  }
+  if (p == nullptr) fail_allocation(size);
   return std::make_shared<Storage>(static_cast<std::byte*>(p), size, MemoryLocation::host, &free_host);
 }
 
@@ -201,6 +224,7 @@ BufferPtr Buffer::allocate(const Descriptor& desc, InitPolicy init) {
   b->desc_ = desc;
   b->storage_ = Storage::allocate_host(bytes, init);
   b->allocated_bytes_ = bytes;
+  b->known_zero_ = init == InitPolicy::zero;
   return b;
 }
 
@@ -211,6 +235,7 @@ BufferPtr Buffer::allocate_dynamic(ScalarType scalar, std::uint64_t capacity, In
   b->desc_ = Descriptor::c_order(scalar, zero);
   b->storage_ = Storage::allocate_host(bytes, init);
   b->allocated_bytes_ = bytes;
+  b->known_zero_ = init == InitPolicy::zero;
   b->capacity_ = capacity;
   b->dynamic_ = true;
   return b;
@@ -253,7 +278,25 @@ std::span<const std::byte> Buffer::bytes() const {
   return {storage_->data() + offset_, static_cast<std::size_t>(byte_size())};
 }
 
-std::byte* Buffer::mutable_data() { return storage_->data() + offset_; }
+std::byte* Buffer::mutable_data() {
+  note_mutation();
+  return storage_->data() + offset_;
+}
+
+void Buffer::set_nonzero_rect(const NonzeroRect& rect) {
+  if (desc_.scalar == ScalarType::opaque || desc_.rank != 2) {
+    fail(ErrorKind::buffer,
+         "a nonzero rectangle needs a rank-2 numeric buffer (got " + desc_.to_string() + ")");
+  }
+  if (rect.row_begin > rect.row_end || rect.col_begin > rect.col_end ||
+      rect.row_end > desc_.extents[0] || rect.col_end > desc_.extents[1]) {
+    fail(ErrorKind::buffer, "nonzero rectangle rows [" + std::to_string(rect.row_begin) + ", " +
+                                std::to_string(rect.row_end) + ") columns [" +
+                                std::to_string(rect.col_begin) + ", " +
+                                std::to_string(rect.col_end) + ") exceeds " + desc_.to_string());
+  }
+  nonzero_rect_ = rect;
+}
 const std::byte* Buffer::data() const { return storage_->data() + offset_; }
 
 void Buffer::check_view(ScalarType expected, int expected_rank) const {

@@ -356,6 +356,7 @@ void cic_projection_kernel(KernelContext& ctx) {
 
   const LevelGeom& g = *t.geom;
   const double cell_area = g.dx[t.u] * g.dx[t.v];
+  ks::PixelFootprint footprint;
   cells.for_each([&](std::int64_t iu, std::int64_t iv, double mass) {
     const double u_lo = math::cell_edge(g.x0[t.u], g.dx[t.u], g.index_origin[t.u], iu);
     const double u_hi = math::cell_edge(g.x0[t.u], g.dx[t.u], g.index_origin[t.u], iu + 1);
@@ -364,6 +365,7 @@ void cic_projection_kernel(KernelContext& ctx) {
     const math::PixelSpan cols_span = math::pixel_span(u_lo, u_hi, image.umin, image.du, image.nu);
     const math::PixelSpan rows_span = math::pixel_span(v_lo, v_hi, image.vmin, image.dv, image.nv);
     if (cols_span.empty() || rows_span.empty()) return;
+    footprint.add(rows_span.first, rows_span.last, cols_span.first, cols_span.last);
     for (std::int64_t j = rows_span.first; j <= rows_span.last; ++j) {
       const double ov = math::overlap_length(v_lo, v_hi, math::pixel_edge(image.vmin, image.dv, j),
                                              math::pixel_edge(image.vmin, image.dv, j + 1));
@@ -377,6 +379,7 @@ void cic_projection_kernel(KernelContext& ctx) {
       }
     }
   });
+  footprint.publish(ctx, ctx.kernel, 0);
 }
 
 }  // namespace

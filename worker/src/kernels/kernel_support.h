@@ -161,6 +161,8 @@ inline void require_image_shape(const Buffer& b, std::string_view kernel, std::s
 }
 
 // Zero-filled f64 (nv, nu) accumulation image, as a dense row-major array.
+// An output allocated zero is left as it is, so pages the kernel never writes
+// stay untouched (lazily zero storage).
 inline double* f64_image_output(const KernelContext& ctx, std::string_view kernel,
                                 std::size_t index, const ImageGrid& g) {
   Buffer& out = output_at(ctx, kernel, index);
@@ -173,10 +175,52 @@ inline double* f64_image_output(const KernelContext& ctx, std::string_view kerne
   if (!out.descriptor().is_c_contiguous()) {
     fail(ErrorKind::kernel, std::string(kernel) + ": " + what + " must be row-major (AXIS-4)");
   }
+  const bool zero = out.known_zero();
   double* pixels = out.elements<double>();
-  std::fill_n(pixels, g.pixels(), 0.0);
+  if (!zero) std::fill_n(pixels, g.pixels(), 0.0);
   return pixels;
 }
+
+// Inclusive pixel ranges an accumulation kernel may have written (rows are v,
+// columns u), grown one footprint at a time; published as the output's
+// nonzero-rectangle hint once the kernel's writes are done.
+class PixelFootprint {
+ public:
+  void add(std::int64_t row_first, std::int64_t row_last, std::int64_t col_first,
+           std::int64_t col_last) {
+    if (row_first > row_last || col_first > col_last) return;
+    if (empty_) {
+      row_first_ = row_first;
+      row_last_ = row_last;
+      col_first_ = col_first;
+      col_last_ = col_last;
+      empty_ = false;
+      return;
+    }
+    row_first_ = std::min(row_first_, row_first);
+    row_last_ = std::max(row_last_, row_last);
+    col_first_ = std::min(col_first_, col_first);
+    col_last_ = std::max(col_last_, col_last);
+  }
+
+  NonzeroRect rect() const {
+    if (empty_) return {};
+    return {static_cast<std::uint64_t>(row_first_), static_cast<std::uint64_t>(row_last_) + 1,
+            static_cast<std::uint64_t>(col_first_), static_cast<std::uint64_t>(col_last_) + 1};
+  }
+
+  // Sets the hint on output `index`; call after the last write to it.
+  void publish(const KernelContext& ctx, std::string_view kernel, std::size_t index) const {
+    output_at(ctx, kernel, index).set_nonzero_rect(rect());
+  }
+
+ private:
+  bool empty_ = true;
+  std::int64_t row_first_ = 0;
+  std::int64_t row_last_ = -1;
+  std::int64_t col_first_ = 0;
+  std::int64_t col_last_ = -1;
+};
 
 // Walks the logical elements of a numeric buffer in C order (linear index p),
 // yielding element offsets under the buffer's strides (BUF-3).

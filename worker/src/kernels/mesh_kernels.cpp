@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kangaroo/kernels/expression.h"
@@ -217,6 +218,45 @@ struct AxisSpread {
   bool empty(std::int64_t n) const {
     return start[static_cast<std::size_t>(n)] == start[static_cast<std::size_t>(n) + 1];
   }
+
+  // Lowest and highest pixel that cells [n_first, n_last] overlap ({0, -1}
+  // when none does).
+  std::pair<std::int64_t, std::int64_t> pixel_range(std::int64_t n_first,
+                                                    std::int64_t n_last) const {
+    std::pair<std::int64_t, std::int64_t> r{0, -1};
+    if (n_first > n_last) return r;
+    const std::size_t e0 = start[static_cast<std::size_t>(n_first)];
+    const std::size_t e1 = start[static_cast<std::size_t>(n_last) + 1];
+    for (std::size_t e = e0; e < e1; ++e) {
+      if (e == e0 || pixel[e] < r.first) r.first = pixel[e];
+      if (e == e0 || pixel[e] > r.second) r.second = pixel[e];
+    }
+    return r;
+  }
+};
+
+// Bounds of the cells (offsets in the block) a kernel spread into an image.
+struct CellRange {
+  std::int64_t u_first = std::numeric_limits<std::int64_t>::max();
+  std::int64_t u_last = std::numeric_limits<std::int64_t>::min();
+  std::int64_t v_first = std::numeric_limits<std::int64_t>::max();
+  std::int64_t v_last = std::numeric_limits<std::int64_t>::min();
+
+  void add(std::int64_t un, std::int64_t vn) {
+    u_first = std::min(u_first, un);
+    u_last = std::max(u_last, un);
+    v_first = std::min(v_first, vn);
+    v_last = std::max(v_last, vn);
+  }
+  // The pixels those cells overlap.
+  ks::PixelFootprint footprint(const AxisSpread& us, const AxisSpread& vs) const {
+    ks::PixelFootprint f;
+    if (u_first > u_last || v_first > v_last) return f;
+    const auto rows = vs.pixel_range(v_first, v_last);
+    const auto cols = us.pixel_range(u_first, u_last);
+    f.add(rows.first, rows.second, cols.first, cols.second);
+    return f;
+  }
 };
 
 AxisSpread axis_spread(const std::vector<double>& edges, double origin, double width,
@@ -288,6 +328,11 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   const ks::ImageGrid g = ks::make_image_grid(kName, p.rect, p.resolution);
   double* sum = ks::f64_image_output(ctx, kName, 0, g);
   double* area = ks::f64_image_output(ctx, kName, 1, g);
+  // Both outputs get the footprint of the cells spread (empty: all zero).
+  const auto publish = [&](const ks::PixelFootprint& footprint) {
+    footprint.publish(ctx, kName, 0);
+    footprint.publish(ctx, kName, 1);
+  };
   const LevelGeom& geom = level_geom(ctx, kName);
   const IndexBox& box = ctx.block_box();
   const Buffer& in = ks::input_at(ctx, kName, 0);
@@ -295,14 +340,20 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
 
   const std::int64_t plane =
       p.plane_index ? *p.plane_index : plane_from_coord(geom, axis, p.coord, kName);
-  if (plane < box.lo[axis] || plane > box.hi[axis]) return;
+  if (plane < box.lo[axis] || plane > box.hi[axis]) {
+    publish({});
+    return;
+  }
 
   const math::PlaneAxes axes = math::plane_axes(axis);
   const int ua = axes.u;
   const int va = axes.v;
   const AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
   const AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
-  if (us.first > us.last || vs.first > vs.last) return;
+  if (us.first > us.last || vs.first > vs.last) {
+    publish({});
+    return;
+  }
 
   IndexBox plane_box = box;
   plane_box.lo[axis] = plane_box.hi[axis] = static_cast<std::int32_t>(plane);
@@ -314,6 +365,7 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   const AxisSpread& os = outer == ua ? us : vs;
   const AxisSpread& is = inner == ua ? us : vs;
 
+  CellRange spread;
   visit_real(in, in.rank(), [&](auto grid) {
     const std::int64_t si = grid.s[inner];
     ks::for_each_line(plane_box, order, ctx.covered,
@@ -321,15 +373,23 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
                         if (os.empty(o)) return;
                         const auto* line = grid.base + (plane - box.lo[axis]) * grid.s[axis] +
                                            o * grid.s[outer];
+                        std::int64_t t_first = is.last + 1;
+                        std::int64_t t_last = is.first - 1;
                         for (std::int64_t t = is.first; t <= is.last; ++t) {
                           if (covered != nullptr && covered[t] != 0) continue;
                           const auto value = static_cast<double>(line[t * si]);
                           const std::int64_t un = inner == ua ? t : o;
                           const std::int64_t vn = inner == ua ? o : t;
                           spread_cell(us, vs, un, vn, value, g.nu, sum, area);
+                          t_first = std::min(t_first, t);
+                          t_last = t;
                         }
+                        if (t_first > t_last) return;
+                        spread.add(inner == ua ? t_first : o, inner == ua ? o : t_first);
+                        spread.add(inner == ua ? t_last : o, inner == ua ? o : t_last);
                       });
   });
+  publish(spread.footprint(us, vs));
 }
 
 // Sum of line[n * stride] * w[n] over n in [n0, n1], in four interleaved
@@ -388,7 +448,10 @@ void uniform_projection_accumulate(KernelContext& ctx) {
   const int va = axes.v;
   const AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
   const AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
-  if (us.first > us.last || vs.first > vs.last) return;
+  if (us.first > us.last || vs.first > vs.last) {
+    ks::PixelFootprint().publish(ctx, kName, 0);  // nothing spread: all zero
+    return;
+  }
 
   // oa per normal-axis offset; [n0, n1] spans the positive ones. Cells with
   // oa <= 0 inside that range (`gaps`) are skipped individually.
@@ -404,7 +467,10 @@ void uniform_projection_accumulate(KernelContext& ctx) {
       n1 = n;
     }
   }
-  if (n0 > n1) return;
+  if (n0 > n1) {
+    ks::PixelFootprint().publish(ctx, kName, 0);  // nothing spread: all zero
+    return;
+  }
   bool gaps = false;
   for (std::int64_t n = n0; n <= n1; ++n)
     gaps = gaps || !(oa[static_cast<std::size_t>(n)] > 0.0);
@@ -477,13 +543,16 @@ void uniform_projection_accumulate(KernelContext& ctx) {
                       });
   });
 
+  CellRange spread;
   for (std::int64_t vn = vs.first; vn <= vs.last; ++vn) {
     for (std::int64_t un = us.first; un <= us.last; ++un) {
       const std::size_t c = static_cast<std::size_t>(un * cu + vn * cv);
       if (hit[c] == 0) continue;
       spread_cell(us, vs, un, vn, column[c], g.nu, image, nullptr);
+      spread.add(un, vn);
     }
   }
+  spread.footprint(us, vs).publish(ctx, kName, 0);
 }
 
 // OP-USLICE-1.

@@ -8,6 +8,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kangaroo/kernels/math/extrema.h"
@@ -40,6 +41,72 @@ void sum_identical(std::span<const ConstBufferPtr> inputs, Buffer& out, std::uin
   }
 }
 
+// The part of a rank-2 input that may hold nonzeros: its hint, else all of it.
+NonzeroRect nonzero_part(const Buffer& b) {
+  if (const auto& r = b.nonzero_rect()) return *r;
+  const Descriptor& d = b.descriptor();
+  return {0, d.extents[0], 0, d.extents[1]};
+}
+
+// Sum of rank-2 row-major images that carry nonzero-rectangle hints; only each
+// input's rectangle is read and only the union's rows of the output are
+// written, so lazily zero output pages elsewhere stay untouched. Bit for bit
+// the result of sum_identical: that adds every input in order to an
+// accumulator starting at +0.0, and the terms skipped here are the exact zeros
+// outside an input's rectangle. Adding a zero never changes an accumulator
+// that started at +0.0 (it cannot become -0.0), and elements outside every
+// rectangle stay +0.0, which is what the dense sum stores there too. f64 adds
+// in place into the output, which plays the accumulator; f32 keeps a float64
+// accumulator per row and rounds once, like the dense sum.
+template <class T>
+void sum_images(std::span<const ConstBufferPtr> inputs, Buffer& out) {
+  const Descriptor& d = out.descriptor();
+  const std::uint64_t cols = d.extents[1];
+  std::vector<NonzeroRect> rects;
+  rects.reserve(inputs.size());
+  ks::PixelFootprint all;
+  for (const auto& in : inputs) {
+    const NonzeroRect r = nonzero_part(*in);
+    rects.push_back(r);
+    if (r.empty()) continue;
+    all.add(static_cast<std::int64_t>(r.row_begin), static_cast<std::int64_t>(r.row_end) - 1,
+            static_cast<std::int64_t>(r.col_begin), static_cast<std::int64_t>(r.col_end) - 1);
+  }
+  const NonzeroRect u = all.rect();
+  const bool zero = out.known_zero();
+  T* dst = reinterpret_cast<T*>(out.mutable_data());
+  if (!zero) std::fill_n(dst, d.element_count(), T{0});
+  if constexpr (std::is_same_v<T, double>) {
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      const NonzeroRect& r = rects[i];
+      if (r.empty()) continue;
+      const T* src = reinterpret_cast<const T*>(inputs[i]->data());
+      for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
+        const T* s = src + row * cols;
+        T* o = dst + row * cols;
+        for (std::uint64_t c = r.col_begin; c < r.col_end; ++c)
+          o[c] += s[c];
+      }
+    }
+  } else {
+    std::vector<double> acc(static_cast<std::size_t>(u.col_end - u.col_begin));
+    for (std::uint64_t row = u.row_begin; row < u.row_end; ++row) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (std::size_t i = 0; i < inputs.size(); ++i) {
+        const NonzeroRect& r = rects[i];
+        if (r.empty() || row < r.row_begin || row >= r.row_end) continue;
+        const T* s = reinterpret_cast<const T*>(inputs[i]->data()) + row * cols;
+        for (std::uint64_t c = r.col_begin; c < r.col_end; ++c)
+          acc[c - u.col_begin] += static_cast<double>(s[c]);
+      }
+      T* o = dst + row * cols;
+      for (std::uint64_t c = u.col_begin; c < u.col_end; ++c)
+        o[c] = static_cast<T>(acc[c - u.col_begin]);
+    }
+  }
+  out.set_nonzero_rect(u);
+}
+
 // OP-RED-1 / OP-RED-2.
 void sum_reduce(const KernelContext& ctx, std::string_view kernel, std::size_t min_inputs) {
   Buffer& out = ks::output_at(ctx, kernel, 0);
@@ -59,6 +126,19 @@ void sum_reduce(const KernelContext& ctx, std::string_view kernel, std::size_t m
                   " " + in.descriptor().to_string() + ", output " + out.descriptor().to_string() +
                   ")");
     }
+  }
+  // Images whose inputs carry hints add only the hinted rectangles; anything
+  // else takes the dense elementwise sum.
+  const bool hinted =
+      std::any_of(ctx.inputs.begin(), ctx.inputs.end(),
+                  [](const ConstBufferPtr& in) { return in->nonzero_rect().has_value(); });
+  if (hinted && out.rank() == 2 && out.descriptor().is_c_contiguous()) {
+    if (out.scalar() == ScalarType::f64) {
+      sum_images<double>(ctx.inputs, out);
+    } else {
+      sum_images<float>(ctx.inputs, out);
+    }
+    return;
   }
   const std::uint64_t n = out.descriptor().element_count();
   if (out.scalar() == ScalarType::f64) {

@@ -96,6 +96,21 @@ class Storage {
   Deleter deleter_;
 };
 
+// Optimisation hint for rank-2 numeric buffers, in logical (row, column)
+// indices: every element outside rows [row_begin, row_end) x columns
+// [col_begin, col_end) is exactly zero. An empty rectangle says the whole
+// buffer is zero. It never changes what the buffer holds; consumers may use it
+// to skip zero elements.
+struct NonzeroRect {
+  std::uint64_t row_begin = 0;
+  std::uint64_t row_end = 0;
+  std::uint64_t col_begin = 0;
+  std::uint64_t col_end = 0;
+
+  bool empty() const { return row_begin >= row_end || col_begin >= col_end; }
+  bool operator==(const NonzeroRect&) const = default;
+};
+
 class Buffer;
 using BufferPtr = std::shared_ptr<Buffer>;
 using ConstBufferPtr = std::shared_ptr<const Buffer>;
@@ -146,6 +161,19 @@ class Buffer {
   // Commit the final extent of a dynamic buffer exactly once (BUF-6).
   void commit(std::uint64_t n);
 
+  // Nonzero-rectangle hint (absent: any element may be nonzero). The writer
+  // sets it after its last write and before the buffer is published; any
+  // later mutable access drops it, so a stale hint cannot survive a write.
+  // Throws Error(buffer) unless the buffer is rank-2 numeric and the
+  // rectangle lies within its extents.
+  void set_nonzero_rect(const NonzeroRect& rect);
+  const std::optional<NonzeroRect>& nonzero_rect() const { return nonzero_rect_; }
+
+  // True while every byte is known to be zero: allocated with
+  // InitPolicy::zero and no mutable access handed out since. Lets a kernel
+  // skip zero-filling a fresh output.
+  bool known_zero() const { return known_zero_; }
+
   std::span<const std::byte> bytes() const;
   std::byte* mutable_data();
   const std::byte* data() const;
@@ -159,6 +187,7 @@ class Buffer {
   template <class T>
   GridView<T> mutable_view(int expected_rank) {
     check_view(scalar_of<T>(), expected_rank);
+    note_mutation();
     return make_view<T>();
   }
   // Dense element pointer for C-contiguous numeric buffers (rank-1 dynamic
@@ -181,6 +210,10 @@ class Buffer {
 
  private:
   Buffer() = default;
+  void note_mutation() {
+    known_zero_ = false;
+    nonzero_rect_.reset();
+  }
   void check_view(ScalarType expected, int expected_rank) const;
   template <class T>
   GridView<T> make_view() const {
@@ -201,6 +234,8 @@ class Buffer {
   std::uint64_t capacity_ = 0;
   bool dynamic_ = false;
   bool committed_ = false;
+  bool known_zero_ = false;
+  std::optional<NonzeroRect> nonzero_rect_;
 };
 
 // Value-cast copy between equal-rank, equal-extent numeric buffers (BUF-8).
