@@ -37,7 +37,10 @@ std::string new_job_id() {
   return buf;
 }
 
-void write_atomic(const fs::path& path, const std::string& text) {
+// Write-then-rename, so readers never see a partial file. `durable` also
+// fsyncs before the rename (only the request that acknowledges a job needs
+// it: everything else is rebuilt from it after a crash).
+void write_atomic(const fs::path& path, const std::string& text, bool durable = false) {
   const fs::path tmp = path.string() + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -45,8 +48,7 @@ void write_atomic(const fs::path& path, const std::string& text) {
     out.flush();
     if (!out) throw std::runtime_error("cannot write '" + tmp.string() + "'");
   }
-  // Durable before the rename makes it visible.
-  if (int fd = ::open(tmp.c_str(), O_RDONLY); fd >= 0) {
+  if (int fd = durable ? ::open(tmp.c_str(), O_RDONLY) : -1; fd >= 0) {
     ::fsync(fd);
     ::close(fd);
   }
@@ -77,11 +79,10 @@ json spec_to_json(const JobSpec& s) {
   for (const auto& [f, v] : s.outputs) outputs.push_back({f, v});
   return {{"dataset_uri", s.dataset_uri}, {"dataset_path", s.dataset_path}, {"fields", fields},
           {"outputs", outputs}, {"all_outputs", s.all_outputs}, {"threads", s.threads},
-          {"has_runmeta", !s.runmeta_text.empty()}};
+          {"plan", s.plan_text}, {"runmeta", s.runmeta_text}};
 }
 
-JobSpec spec_from_dir(const fs::path& dir) {
-  const json j = json::parse(read_text(dir / "spec.json"));
+JobSpec spec_from_json(const json& j) {
   JobSpec s;
   s.dataset_uri = j.at("dataset_uri").get<std::string>();
   s.dataset_path = j.at("dataset_path").get<std::string>();
@@ -89,8 +90,8 @@ JobSpec spec_from_dir(const fs::path& dir) {
   for (const auto& o : j.at("outputs")) s.outputs.emplace_back(o.at(0).get<std::int32_t>(), o.at(1).get<std::int32_t>());
   s.all_outputs = j.at("all_outputs").get<bool>();
   s.threads = j.at("threads").get<int>();
-  s.plan_text = read_text(dir / "plan.json");
-  if (j.at("has_runmeta").get<bool>()) s.runmeta_text = read_text(dir / "runmeta.json");
+  s.plan_text = j.at("plan").get<std::string>();
+  s.runmeta_text = j.at("runmeta").get<std::string>();
   return s;
 }
 
@@ -192,13 +193,18 @@ void JobStore::load_existing() {
     if (!entry.is_directory()) continue;
     const fs::path dir = entry.path();
     std::error_code ec;
-    if (!fs::exists(dir / "job.json", ec)) {
+    if (!fs::exists(dir / "request.json", ec)) {
       fs::remove_all(dir, ec);  // a submission that was never acknowledged
       continue;
     }
     JobRecord rec;
     try {
-      rec = JobRecord::from_storage(json::parse(read_text(dir / "job.json")));
+      if (fs::exists(dir / "job.json", ec)) {
+        rec = JobRecord::from_storage(json::parse(read_text(dir / "job.json")));
+      } else {
+        // Acknowledged, but the record did not reach the disk: queued again.
+        rec = JobRecord::from_storage(json::parse(read_text(dir / "request.json")).at("record"));
+      }
     } catch (const std::exception& e) {
       throw std::runtime_error("job record '" + (dir / "job.json").string() + "' is unreadable: " + e.what() +
                                "; move that job folder aside to start");
@@ -267,10 +273,10 @@ std::pair<JobRecord, bool> JobStore::submit(const std::string& tenant, const std
   rec.created = now_seconds();
   const fs::path dir = job_dir(rec.id);
   fs::create_directories(dir);
-  write_atomic(dir / "plan.json", spec.plan_text);
-  if (!spec.runmeta_text.empty()) write_atomic(dir / "runmeta.json", spec.runmeta_text);
-  write_atomic(dir / "spec.json", spec_to_json(spec).dump(1));
-  persist(rec);  // acknowledged from here on
+  json request = spec_to_json(spec);
+  request["record"] = rec.to_storage();
+  write_atomic(dir / "request.json", request.dump(), /*durable=*/true);  // acknowledged from here on
+  persist(rec);
   jobs_[rec.id].rec = rec;
   if (!key.empty()) by_key_[{tenant, key}] = rec.id;
   queue_.push_back(rec.id);
@@ -299,6 +305,12 @@ std::vector<JobRecord> JobStore::list(const std::string& tenant) const {
 }
 
 std::optional<JobRecord> JobStore::cancel(const std::string& tenant, const std::string& id) {
+  auto rec = cancel_locked(tenant, id);
+  if (rec) notify(id);
+  return rec;
+}
+
+std::optional<JobRecord> JobStore::cancel_locked(const std::string& tenant, const std::string& id) {
   std::lock_guard lock(mu_);
   auto it = jobs_.find(id);
   if (it == jobs_.end() || it->second.rec.tenant != tenant) return std::nullopt;
@@ -317,6 +329,16 @@ std::optional<JobRecord> JobStore::cancel(const std::string& tenant, const std::
   e.cancel_requested = true;
   if (e.pid > 0) ::kill(-e.pid, SIGTERM);
   return e.rec;
+}
+
+void JobStore::set_listener(std::function<void(const std::string&)> fn) {
+  std::lock_guard lock(listener_mu_);  // waits for a call in flight
+  listener_ = std::move(fn);
+}
+
+void JobStore::notify(const std::string& id) const {
+  std::lock_guard lock(listener_mu_);
+  if (listener_) listener_(id);
 }
 
 std::map<JobState, std::size_t> JobStore::counts() const {
@@ -375,7 +397,10 @@ void JobStore::run_job(const std::string& id) {
   JobSpec spec;
   std::string setup_error;
   try {
-    spec = spec_from_dir(job_dir(id));
+    const fs::path dir = job_dir(id);
+    spec = spec_from_json(json::parse(read_text(dir / "request.json")));
+    write_atomic(dir / "plan.json", spec.plan_text);
+    if (!spec.runmeta_text.empty()) write_atomic(dir / "runmeta.json", spec.runmeta_text);
   } catch (const std::exception& e) {
     setup_error = std::string("job files are unreadable: ") + e.what();
   }
@@ -425,15 +450,17 @@ void JobStore::run_job(const std::string& id) {
       persist(e.rec);
       if (pipefd[0] >= 0) ::close(pipefd[0]);
       if (pipefd[1] >= 0) ::close(pipefd[1]);
-      return;
+    } else {
+      ::setpgid(pid, pid);
+      e.pid = pid;
+      e.rec.state = JobState::running;
+      e.rec.started = now_seconds();
+      ++e.rec.seq;
+      persist(e.rec);
     }
-    ::setpgid(pid, pid);
-    e.pid = pid;
-    e.rec.state = JobState::running;
-    e.rec.started = now_seconds();
-    ++e.rec.seq;
-    persist(e.rec);
   }
+  notify(id);
+  if (!setup_error.empty()) return;
   ::close(pipefd[1]);
 
   // Progress lines and the worker's messages arrive on its stderr.
@@ -451,11 +478,14 @@ void JobStore::run_job(const std::string& id) {
       start = i + 1;
       std::uint64_t d = 0, t = 0;
       if (parse_progress(piece, d, t)) {
-        std::lock_guard lock(mu_);
-        Entry& e = jobs_.at(id);
-        e.rec.done = d;
-        e.rec.total = t;
-        ++e.rec.seq;
+        {
+          std::lock_guard lock(mu_);
+          Entry& e = jobs_.at(id);
+          e.rec.done = d;
+          e.rec.total = t;
+          ++e.rec.seq;
+        }
+        notify(id);
       } else if (!piece.empty()) {
         messages += piece + "\n";
         if (messages.size() > 16384) messages.erase(0, messages.size() - 16384);
@@ -468,6 +498,11 @@ void JobStore::run_job(const std::string& id) {
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
 
+  finish_job(id, status, messages);
+  notify(id);
+}
+
+void JobStore::finish_job(const std::string& id, int status, std::string messages) {
   std::lock_guard lock(mu_);
   Entry& e = jobs_.at(id);
   e.pid = 0;

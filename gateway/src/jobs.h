@@ -1,11 +1,12 @@
 // Local job backend: accepted jobs are records in a state directory and run as
 // `kangaroo-worker run` processes on this host, a bounded number at a time.
 //
-// State directory layout (one folder per job, written before the job is
-// acknowledged, so a restarted gateway knows every accepted job):
-//   jobs/<id>/spec.json     the accepted request (dataset, bindings, outputs)
-//   jobs/<id>/plan.json     plan document; runmeta.json when supplied
-//   jobs/<id>/job.json      the record (state, times, progress, error)
+// State directory layout (one folder per job):
+//   jobs/<id>/request.json  the accepted request and its first record, written
+//                           and fsynced before the job is acknowledged, so a
+//                           restarted gateway knows every accepted job
+//   jobs/<id>/job.json      the current record (state, times, progress, error)
+//   jobs/<id>/plan.json     plan (and runmeta.json) for the worker, from request.json
 //   jobs/<id>/results/      worker output, present only once the run succeeded
 // Jobs found queued or running at start-up are queued again: a run only makes
 // its results visible as a whole, so re-running is safe.
@@ -86,6 +87,9 @@ class JobStore {
   std::filesystem::path results_dir(const std::string& id) const;
   std::map<JobState, std::size_t> counts() const;
   std::size_t queue_length() const;
+  // Called (outside the store's lock, from any thread) with the job's id after
+  // every change of a job record: event streams wake on it instead of polling.
+  void set_listener(std::function<void(const std::string&)> fn);
 
  private:
   struct Entry {
@@ -96,6 +100,9 @@ class JobStore {
   std::filesystem::path job_dir(const std::string& id) const;
   void persist(const JobRecord& rec) const;
   void load_existing();
+  void notify(const std::string& id) const;
+  std::optional<JobRecord> cancel_locked(const std::string& tenant, const std::string& id);
+  void finish_job(const std::string& id, int status, std::string messages);
   void runner();
   void run_job(const std::string& id);
   std::vector<std::string> worker_argv(const std::string& id, const JobSpec& spec) const;
@@ -108,6 +115,8 @@ class JobStore {
   std::deque<std::string> queue_;
   std::vector<std::thread> runners_;
   bool stopping_ = false;
+  mutable std::mutex listener_mu_;  // never taken together with mu_
+  std::function<void(const std::string&)> listener_;
 };
 
 // Stable 64-bit FNV-1a digest as hex (idempotency request comparison).

@@ -17,7 +17,9 @@
 #include <fstream>
 #include <iostream>
 #include <stdexcept>
+#include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace asio = boost::asio;
@@ -30,8 +32,48 @@ using Stream = beast::ssl_stream<beast::tcp_stream>;
 namespace kangaroo::gateway {
 namespace {
 
+// Event streams sleep on a timer that a job change cancels (JobStore
+// listener), so progress reaches clients without polling delay.
+struct Watcher {
+  explicit Watcher(const asio::any_io_executor& ex) : timer(ex) {}
+  std::atomic<bool> pending{false};
+  asio::steady_timer timer;
+};
+
+class Watchers {
+ public:
+  void add(const std::string& id, const std::shared_ptr<Watcher>& w) {
+    std::lock_guard lock(mu_);
+    map_.emplace(id, w);
+  }
+  void remove(const std::string& id, const std::shared_ptr<Watcher>& w) {
+    std::lock_guard lock(mu_);
+    auto [a, b] = map_.equal_range(id);
+    for (auto it = a; it != b; ++it) {
+      if (it->second == w) {
+        map_.erase(it);
+        break;
+      }
+    }
+  }
+  void notify(const std::string& id) {
+    std::lock_guard lock(mu_);
+    auto [a, b] = map_.equal_range(id);
+    for (auto it = a; it != b; ++it) {
+      std::shared_ptr<Watcher> w = it->second;
+      w->pending.store(true);
+      asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_multimap<std::string, std::shared_ptr<Watcher>> map_;
+};
+
 struct Shared {
   Api& api;
+  Watchers& watchers;
   const ServerOptions& opt;
   MetricFamily& requests;
   MetricFamily& durations;
@@ -118,10 +160,18 @@ asio::awaitable<bool> write_events(Stream& stream, Shared& sh, const Reply& r, u
   beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(60));
   co_await http::async_write_header(stream, sr, token);
   if (ec) co_return false;
-  asio::steady_timer timer(co_await asio::this_coro::executor);
+  auto watcher = std::make_shared<Watcher>(co_await asio::this_coro::executor);
+  sh.watchers.add(r.job_id, watcher);
+  struct Unwatch {
+    Watchers& ws;
+    const std::string& id;
+    std::shared_ptr<Watcher>& w;
+    ~Unwatch() { ws.remove(id, w); }
+  } unwatch{sh.watchers, r.job_id, watcher};
   std::string last_state;
   std::uint64_t last_done = ~0ull, last_total = ~0ull;
   for (;;) {
+    watcher->pending.store(false);
     auto rec = sh.api.jobs().get(r.tenant, r.job_id);
     if (!rec) break;
     std::string text;
@@ -141,9 +191,11 @@ asio::awaitable<bool> write_events(Stream& stream, Shared& sh, const Reply& r, u
       if (ec) co_return false;
     }
     if (is_terminal(rec->state)) break;
-    timer.expires_after(std::chrono::milliseconds(50));
-    co_await timer.async_wait(token);
-    if (ec) co_return false;
+    if (!watcher->pending.exchange(false)) {
+      watcher->timer.expires_after(std::chrono::seconds(2));
+      co_await watcher->timer.async_wait(token);  // cancelled by a change, or a periodic re-check
+      ec = {};
+    }
   }
   co_await asio::async_write(stream, http::make_chunk_last(), token);
   co_return !ec && keep_alive;
@@ -257,7 +309,14 @@ void run_server(Api& api, MetricRegistry& metrics, const ServerOptions& opt) {
                              "': " + e.what());
   }
 
+  Watchers watchers;
+  api.jobs().set_listener([&watchers](const std::string& id) { watchers.notify(id); });
+  struct Unlisten {
+    JobStore& jobs;
+    ~Unlisten() { jobs.set_listener(nullptr); }
+  } unlisten{api.jobs()};
   Shared sh{api,
+            watchers,
             opt,
             metrics.counter("kangaroo_gateway_http_requests_total", "HTTP requests by route and status",
                             {"route", "code"}),

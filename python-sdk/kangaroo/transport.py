@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from . import __version__
 from .errors import DownloadError, GatewayError, GatewayUnavailableError, error_from_response
@@ -94,6 +94,7 @@ class Transport:
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._local = threading.local()
         self._open: set = set()  # every thread's persistent connection, for close()
+        self._idle_streams: List[http.client.HTTPSConnection] = []  # kept by ended event streams
         self._open_lock = threading.Lock()
         # Counters for diagnostics and tests: connections opened, retries taken.
         self.connections_opened = 0
@@ -127,6 +128,8 @@ class Transport:
         """Closes the persistent connections of every thread; later requests reconnect."""
         with self._open_lock:
             conns, self._open = list(self._open), set()
+            conns += self._idle_streams
+            self._idle_streams = []
         for conn in conns:
             conn.close()
         self._local = threading.local()
@@ -225,17 +228,40 @@ class Transport:
 
     # -- server-sent events -----------------------------------------------
 
+    def _stream_connection(self, read_timeout: Optional[float]) -> Tuple[http.client.HTTPSConnection, bool]:
+        """A connection for an event stream: an idle one left by an earlier
+        stream that ended cleanly (no new TLS handshake), else a new one."""
+        with self._open_lock:
+            conn = self._idle_streams.pop() if self._idle_streams else None
+        if conn is None:
+            return self._new_connection(read_timeout), False
+        conn.timeout = read_timeout or self.timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(conn.timeout)
+        return conn, True
+
+    def _stream_ended(self, conn: http.client.HTTPSConnection, reusable: bool) -> None:
+        if reusable:
+            with self._open_lock:
+                if len(self._idle_streams) < 4:
+                    self._idle_streams.append(conn)
+                    return
+        conn.close()
+
     def open_events(self, path: str, *, what: str = "", read_timeout: Optional[float] = None) -> "EventStream":
-        """Opens an SSE stream on its own connection (a stream holds its
-        connection until it ends). Connection failures are retried like GETs."""
+        """Opens an SSE stream on a connection of its own (a stream holds its
+        connection until it ends; one that ended cleanly is kept for the next
+        stream). Connection failures are retried like GETs."""
         attempt = 0
         while True:
-            conn = self._new_connection(read_timeout)
+            conn, reused = self._stream_connection(read_timeout)
             try:
                 conn.request("GET", self.prefix + path, headers=self._headers({"Accept": "text/event-stream"}))
                 resp = conn.getresponse()
             except Exception as e:  # noqa: BLE001
                 conn.close()
+                if reused:
+                    continue  # the server closed the idle connection meanwhile
                 if not _retryable(e) or attempt >= self.retries:
                     raise self._unavailable("GET", path, e, attempt + 1) from e
                 self._sleep(self._delay(attempt))
@@ -250,7 +276,7 @@ class Transport:
                     attempt += 1
                     continue
                 raise error_from_response(resp.status, data, what=what)
-            return EventStream(conn, resp)
+            return EventStream(conn, resp, self._stream_ended)
 
     # -- downloads --------------------------------------------------------
 
@@ -358,15 +384,19 @@ class EventStream:
     """Iterates ``(event, data)`` pairs of a ``text/event-stream`` body; ``data``
     is the joined ``data:`` lines. Comments and unknown fields are skipped."""
 
-    def __init__(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse) -> None:
+    def __init__(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse,
+                 on_end: Optional[Callable[[http.client.HTTPSConnection, bool], None]] = None) -> None:
         self._conn = conn
         self._resp = resp
+        self._on_end = on_end
+        self._complete = False
 
     def __iter__(self) -> Iterator[Tuple[str, str]]:
         event, data = "message", []
         while True:
             raw = self._resp.readline()
             if not raw:
+                self._complete = True
                 return
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             if not line:
@@ -385,7 +415,24 @@ class EventStream:
                 data.append(value)
 
     def close(self) -> None:
-        self._conn.close()
+        """Ends the stream. A consumer that stopped at the last event (the job's
+        final state) leaves only the stream's end marker, which the server
+        sends at once: it is read with a short timeout so that the connection
+        can serve the next stream; otherwise the connection is closed."""
+        reusable = False
+        if self._on_end is not None and not self._resp.will_close:
+            try:
+                if not self._complete and self._conn.sock is not None:
+                    self._conn.sock.settimeout(0.25)
+                    self._resp.read()
+                    self._complete = True
+                reusable = self._complete and self._resp.isclosed()
+            except Exception:  # noqa: BLE001 - any failure just means "do not reuse"
+                reusable = False
+        if self._on_end is not None:
+            self._on_end(self._conn, reusable)
+        else:
+            self._conn.close()
 
     def __enter__(self) -> "EventStream":
         return self
