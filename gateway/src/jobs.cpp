@@ -379,21 +379,114 @@ std::vector<std::string> JobStore::worker_argv(const std::string& id, const JobS
   return argv;
 }
 
+// One warm `kangaroo-worker serve` process per runner slot: jobs are sent as
+// argument lines on its stdin, its stdout+stderr carry progress, messages and
+// the completion marker. Cancelling a job kills the process; the next job
+// starts a fresh one.
+struct JobStore::WorkerProc {
+  pid_t pid = -1;
+  int in = -1;   // our end of its stdin
+  int out = -1;  // our end of its stdout+stderr
+  std::string pending;
+
+  bool alive() const { return pid > 0; }
+  void close_fds() {
+    if (in >= 0) ::close(in);
+    if (out >= 0) ::close(out);
+    in = out = -1;
+    pending.clear();
+  }
+  // Reaps the process; returns its wait status (0 when it was not running).
+  int reap() {
+    close_fds();
+    int status = 0;
+    if (pid > 0) {
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+    }
+    pid = -1;
+    return status;
+  }
+};
+
+namespace {
+
+constexpr std::string_view kDoneMarker = "\x1ekangaroo-serve-done ";
+
+// Starts `worker_bin serve` in its own process group; empty string on success.
+std::string spawn_serve(const std::string& worker_bin, pid_t& pid, int& in, int& out) {
+  int to_child[2] = {-1, -1}, from_child[2] = {-1, -1};
+  if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0) {
+    const std::string err = std::string("pipe: ") + std::strerror(errno);
+    for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) {
+      if (fd >= 0) ::close(fd);
+    }
+    return err;
+  }
+  std::string bin = worker_bin, cmd = "serve";
+  char* argv[] = {bin.data(), cmd.data(), nullptr};
+  const pid_t parent = ::getpid();
+  pid = ::fork();
+  if (pid == 0) {
+    // Child: only async-signal-safe calls until exec. The worker dies with
+    // the gateway, which re-runs unfinished jobs when it starts again.
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    ::dup2(to_child[0], 0);
+    ::dup2(from_child[1], 1);
+    ::dup2(from_child[1], 2);
+    ::execv(argv[0], argv);
+    const char msg[] = "cannot execute the worker binary\n";
+    (void)!::write(2, msg, sizeof msg - 1);
+    ::_exit(127);
+  }
+  ::close(to_child[0]);
+  ::close(from_child[1]);
+  if (pid < 0) {
+    ::close(to_child[1]);
+    ::close(from_child[0]);
+    return std::string("fork: ") + std::strerror(errno);
+  }
+  ::setpgid(pid, pid);
+  in = to_child[1];
+  out = from_child[0];
+  return {};
+}
+
+bool write_all(int fd, const std::string& text) {
+  std::size_t off = 0;
+  while (off < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + off, text.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
 void JobStore::runner() {
+  WorkerProc proc;
   for (;;) {
     std::string id;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (stopping_) return;
+      if (stopping_) break;
       id = queue_.front();
       queue_.pop_front();
     }
-    run_job(id);
+    run_job(id, proc);
+  }
+  if (proc.alive()) {
+    ::kill(-proc.pid, SIGKILL);
+    proc.reap();
   }
 }
 
-void JobStore::run_job(const std::string& id) {
+void JobStore::run_job(const std::string& id, WorkerProc& proc) {
   JobSpec spec;
   std::string setup_error;
   try {
@@ -404,42 +497,23 @@ void JobStore::run_job(const std::string& id) {
   } catch (const std::exception& e) {
     setup_error = std::string("job files are unreadable: ") + e.what();
   }
-  std::vector<std::string> args;
-  if (setup_error.empty()) args = worker_argv(id, spec);
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  int pipefd[2] = {-1, -1};
-  pid_t pid = -1;
+  std::string line;
+  bool handoff_failed = false;
+  if (setup_error.empty()) {
+    json args = json::array();
+    const auto argv = worker_argv(id, spec);
+    for (std::size_t i = 1; i < argv.size(); ++i) args.push_back(argv[i]);
+    line = args.dump() + "\n";
+  }
   {
     std::lock_guard lock(mu_);
     Entry& e = jobs_.at(id);
     if (stopping_) return;
-    if (setup_error.empty()) {
-      if (::pipe2(pipefd, O_CLOEXEC) != 0) setup_error = std::string("pipe: ") + std::strerror(errno);
-    }
-    if (setup_error.empty()) {
-      const pid_t parent = ::getpid();
-      pid = ::fork();
-      if (pid == 0) {
-        // Child: only async-signal-safe calls until exec. The worker dies with
-        // the gateway, which re-runs unfinished jobs when it starts again.
-        ::setpgid(0, 0);
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (::getppid() != parent) ::_exit(127);
-        ::dup2(pipefd[1], 2);
-        int devnull = ::open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
-          ::dup2(devnull, 0);
-          ::dup2(devnull, 1);
-        }
-        ::execv(argv[0], argv.data());
-        const char msg[] = "cannot execute the worker binary\n";
-        (void)!::write(2, msg, sizeof msg - 1);
-        ::_exit(127);
-      }
-      if (pid < 0) setup_error = std::string("fork: ") + std::strerror(errno);
+    if (setup_error.empty() && !proc.alive()) setup_error = spawn_serve(opt_.worker_bin, proc.pid, proc.in, proc.out);
+    if (setup_error.empty() && !write_all(proc.in, line)) {
+      setup_error = "cannot hand the job to the worker process";
+      handoff_failed = true;
+      ::kill(-proc.pid, SIGKILL);
     }
     if (!setup_error.empty()) {
       e.rec.state = JobState::failed;
@@ -448,11 +522,8 @@ void JobStore::run_job(const std::string& id) {
       e.rec.error_message = setup_error;
       ++e.rec.seq;
       persist(e.rec);
-      if (pipefd[0] >= 0) ::close(pipefd[0]);
-      if (pipefd[1] >= 0) ::close(pipefd[1]);
     } else {
-      ::setpgid(pid, pid);
-      e.pid = pid;
+      e.pid = proc.pid;
       e.rec.state = JobState::running;
       e.rec.started = now_seconds();
       ++e.rec.seq;
@@ -460,24 +531,29 @@ void JobStore::run_job(const std::string& id) {
     }
   }
   notify(id);
-  if (!setup_error.empty()) return;
-  ::close(pipefd[1]);
+  if (!setup_error.empty()) {
+    if (handoff_failed) proc.reap();
+    return;
+  }
 
-  // Progress lines and the worker's messages arrive on its stderr.
-  std::string pending, messages;
+  // Progress lines, the worker's messages and the completion marker.
+  std::string messages;
+  int rc = -1;
   char buf[4096];
-  for (;;) {
-    const ssize_t n = ::read(pipefd[0], buf, sizeof buf);
+  while (rc < 0) {
+    const ssize_t n = ::read(proc.out, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    pending.append(buf, static_cast<std::size_t>(n));
+    proc.pending.append(buf, static_cast<std::size_t>(n));
     std::size_t start = 0;
-    for (std::size_t i = 0; i < pending.size(); ++i) {
-      if (pending[i] != '\r' && pending[i] != '\n') continue;
-      const std::string piece = pending.substr(start, i - start);
+    for (std::size_t i = 0; i < proc.pending.size() && rc < 0; ++i) {
+      if (proc.pending[i] != '\r' && proc.pending[i] != '\n') continue;
+      const std::string piece = proc.pending.substr(start, i - start);
       start = i + 1;
       std::uint64_t d = 0, t = 0;
-      if (parse_progress(piece, d, t)) {
+      if (piece.rfind(kDoneMarker, 0) == 0) {
+        rc = std::atoi(piece.c_str() + kDoneMarker.size());
+      } else if (parse_progress(piece, d, t)) {
         {
           std::lock_guard lock(mu_);
           Entry& e = jobs_.at(id);
@@ -491,18 +567,24 @@ void JobStore::run_job(const std::string& id) {
         if (messages.size() > 16384) messages.erase(0, messages.size() - 16384);
       }
     }
-    pending.erase(0, start);
+    proc.pending.erase(0, start);
   }
-  ::close(pipefd[0]);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  {
+    std::lock_guard lock(mu_);
+    jobs_.at(id).pid = 0;
   }
-
-  finish_job(id, status, messages);
+  if (rc >= 0) {
+    finish_job(id, true, rc, messages);
+  } else {
+    // The process ended mid-job: killed by a cancel, crashed, or shut down.
+    const int status = proc.reap();
+    if (WIFSIGNALED(status)) finish_job(id, false, WTERMSIG(status), messages);
+    else finish_job(id, true, WIFEXITED(status) && WEXITSTATUS(status) != 0 ? WEXITSTATUS(status) : 1, messages);
+  }
   notify(id);
 }
 
-void JobStore::finish_job(const std::string& id, int status, std::string messages) {
+void JobStore::finish_job(const std::string& id, bool exited, int code, std::string messages) {
   std::lock_guard lock(mu_);
   Entry& e = jobs_.at(id);
   e.pid = 0;
@@ -513,7 +595,7 @@ void JobStore::finish_job(const std::string& id, int status, std::string message
     e.rec.state = JobState::cancelled;
     e.rec.error_kind = "cancelled";
     e.rec.error_message = "cancelled by the client while running";
-  } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+  } else if (exited && code == 0) {
     e.rec.state = JobState::succeeded;
     try {
       const json m = json::parse(read_text(results_dir(id) / "manifest.json"));
@@ -526,13 +608,12 @@ void JobStore::finish_job(const std::string& id, int status, std::string message
   } else {
     e.rec.state = JobState::failed;
     while (!messages.empty() && messages.back() == '\n') messages.pop_back();
-    if (WIFSIGNALED(status)) {
+    if (!exited) {
       e.rec.error_kind = "internal";
-      e.rec.error_message = "worker terminated by signal " + std::to_string(WTERMSIG(status)) +
+      e.rec.error_message = "worker terminated by signal " + std::to_string(code) +
                             (messages.empty() ? "" : ": " + messages);
     } else {
-      const int code = WEXITSTATUS(status);
-      e.rec.error_kind = code == 2 ? "validation" : code == 3 ? "run" : "dataset";
+      e.rec.error_kind = code == 2 ? "validation" : code == 3 ? "run" : code == 1 ? "dataset" : "internal";
       e.rec.error_message = messages.empty() ? "worker exited with status " + std::to_string(code) : messages;
     }
   }

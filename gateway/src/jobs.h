@@ -102,9 +102,10 @@ class JobStore {
   void load_existing();
   void notify(const std::string& id) const;
   std::optional<JobRecord> cancel_locked(const std::string& tenant, const std::string& id);
-  void finish_job(const std::string& id, int status, std::string messages);
+  struct WorkerProc;
+  void finish_job(const std::string& id, bool exited, int code, std::string messages);
   void runner();
-  void run_job(const std::string& id);
+  void run_job(const std::string& id, WorkerProc& proc);
   std::vector<std::string> worker_argv(const std::string& id, const JobSpec& spec) const;
 
   JobStoreOptions opt_;

@@ -50,20 +50,29 @@ void write(const fs::path& p, const std::string& text) {
 
 // Stand-in for kangaroo-worker: reports progress and writes one result chunk,
 // or fails / sleeps when the dataset path says so.
-const char* kFakeWorker = R"(#!/bin/sh
-out=""; ds=""
-while [ $# -gt 0 ]; do
-  case "$1" in --out) out="$2"; shift;; --dataset) ds="$2"; shift;; esac
-  shift
-done
-case "$ds" in
-  *fail*) echo "run failed: kernel exploded at stage 3" >&2; exit 3;;
-  *slow*) printf 'progress: 0/4 tasks\r' >&2; sleep 30;;
-esac
-printf 'progress: 1/2 tasks\rprogress: 2/2 tasks\n' >&2
-mkdir -p "$out"
-printf '0123456789' > "$out/s0_l0_f2_v0_b0.npy"
-echo '{"chunks":[{"file":"s0_l0_f2_v0_b0.npy","step":0,"level":0,"field":2,"version":0,"block":0,"dtype":"f64","shape":[1],"bytes":8}],"tasks_total":2,"seconds":0.01}' > "$out/manifest.json"
+const char* kFakeWorker = R"(#!/usr/bin/python3
+import json, os, sys, time
+assert sys.argv[1:] == ["serve"], sys.argv
+for line in sys.stdin:
+    args = json.loads(line)
+    out = args[args.index("--out") + 1]
+    ds = args[args.index("--dataset") + 1]
+    rc = 0
+    if "fail" in ds:
+        print("run failed: kernel exploded at stage 3", file=sys.stderr, flush=True)
+        rc = 3
+    elif "crash" in ds:
+        os._exit(9)
+    else:
+        if "slow" in ds:
+            sys.stderr.write("progress: 0/4 tasks\r"); sys.stderr.flush(); time.sleep(30)
+        sys.stderr.write("progress: 1/2 tasks\rprogress: 2/2 tasks\n"); sys.stderr.flush()
+        os.makedirs(out)
+        open(os.path.join(out, "s0_l0_f2_v0_b0.npy"), "w").write("0123456789")
+        json.dump({"chunks": [{"file": "s0_l0_f2_v0_b0.npy", "step": 0, "level": 0, "field": 2, "version": 0,
+                               "block": 0, "dtype": "f64", "shape": [1], "bytes": 8}],
+                   "tasks_total": 2, "seconds": 0.01}, open(os.path.join(out, "manifest.json"), "w"))
+    print("\x1ekangaroo-serve-done %d" % rc, flush=True)
 )";
 
 json valid_plan() {
@@ -90,6 +99,7 @@ struct Fixture {
     write(data / "plt00000" / "Header", "HyperCLaw-V1.1\n");
     write(data / "slow_plt" / "Header", "x\n");
     write(data / "fail_plt" / "Header", "x\n");
+    write(data / "crash_plt" / "Header", "x\n");
     write(worker, kFakeWorker);
     ::chmod(worker.c_str(), 0755);
     open();
@@ -251,6 +261,15 @@ TEST(Api, FailedJobCarriesWorkerMessage) {
   EXPECT_EQ(done.at("error").at("kind"), "run");
   EXPECT_NE(done.at("error").at("message").get<std::string>().find("kernel exploded at stage 3"), std::string::npos);
   EXPECT_EQ(f.call("GET", "/v1/jobs/" + done.at("id").get<std::string>() + "/results").status, 409);
+}
+
+TEST(Api, WorkerCrashFailsJobAndNextJobRuns) {
+  Fixture f;
+  const json crashed = f.wait_terminal(f.submit("crash_plt").at("id"));
+  EXPECT_EQ(crashed.at("state"), "failed");
+  EXPECT_EQ(crashed.at("error").at("kind"), "internal");  // exit status 9: not a worker error code
+  const json next = f.wait_terminal(f.submit("plt00000").at("id"));
+  EXPECT_EQ(next.at("state"), "succeeded") << next.dump();
 }
 
 TEST(Api, RejectsBadSubmissions) {

@@ -3,6 +3,7 @@
 // Exit codes: 0 success; 1 usage or environment error (bad flags, unreadable
 // files, output directory in the way); 2 invalid plan or run metadata; 3 the
 // run failed while executing.
+#include <malloc.h>
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -41,6 +42,7 @@ const char* kUsage =
     "                      [--event-log PATH] [--threads N] [--window N]\n"
     "                      [--output FIELD[:VERSION]]... [--all-outputs] [--progress] [--run-id ID]\n"
     "  kangaroo-worker metadata --dataset URI [--runmeta-out FILE]\n"
+    "  kangaroo-worker serve   (JSON argument arrays on stdin, one run per line)\n"
     "  kangaroo-worker kernels [--json]\n"
     "  kangaroo-worker devices\n"
     "\n"
@@ -424,16 +426,8 @@ int cmd_devices() {
   return 0;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  std::vector<std::string> args(argv + 1, argv + argc);
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kUsage;
-    return args.empty() ? 1 : 0;
-  }
-  const std::string cmd = args[0];
-  args.erase(args.begin());
+// Runs one command with the exit-code mapping of the header comment.
+int dispatch(const std::string& cmd, const std::vector<std::string>& args) {
   try {
     if (cmd == "validate") return cmd_validate(args);
     if (cmd == "run") return cmd_run(args);
@@ -454,4 +448,49 @@ int main(int argc, char** argv) {
     std::cerr << "error: " << e.what() << "\n";
     return 1;
   }
+}
+
+// serve: a warm worker for a job launcher. Reads one JSON array of arguments
+// per line on stdin (["run", "--plan", ...]), runs it as that command would,
+// then writes "\x1ekangaroo-serve-done <exit code>" on its own line to stdout.
+// Ends at end of input. Saves process start-up per job; a launcher that wants
+// to stop a job kills the process and starts another.
+int cmd_serve() {
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line.empty()) continue;
+    int rc = 1;
+    std::vector<std::string> args;
+    try {
+      const auto doc = nlohmann::json::parse(line);
+      if (!doc.is_array() || doc.empty()) throw std::invalid_argument("expected a non-empty JSON array");
+      for (const auto& a : doc) args.push_back(a.get<std::string>());
+    } catch (const std::exception& e) {
+      std::cerr << "error: serve: bad request line: " << e.what() << "\n";
+      args.clear();
+    }
+    if (!args.empty()) {
+      const std::string cmd = args[0];
+      args.erase(args.begin());
+      rc = cmd == "serve" ? (std::cerr << "error: serve cannot nest\n", 1) : dispatch(cmd, args);
+    }
+    std::cerr.flush();
+    ::malloc_trim(0);  // give the job's memory back before idling
+    std::cout << "\x1ekangaroo-serve-done " << rc << std::endl;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? 1 : 0;
+  }
+  const std::string cmd = args[0];
+  args.erase(args.begin());
+  if (cmd == "serve") return cmd_serve();
+  return dispatch(cmd, args);
 }
