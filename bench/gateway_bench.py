@@ -195,6 +195,8 @@ def main():
                 sys.exit(f"wrk failed:\n{wrk.stdout}\n{wrk.stderr}")
             w = parse_wrk(wrk.stdout)
             s = [x for x in samples if x]
+            w["rss_kib_series"] = s
+            w["rss_kib_at_5s"] = s[5] if len(s) > 5 else None
             w["rss_kib_first"] = s[0] if s else None
             w["rss_kib_last"] = s[-1] if s else None
             w["rss_kib_max"] = max(s) if s else None
@@ -218,8 +220,8 @@ def main():
         w = results["polling"]
         print(f"\npolling: {w['connections']} connections, {w['duration_s']} s: {w['requests_per_s']} req/s, "
               f"p50 {w.get('p50_ms')} ms, p99 {w.get('p99_ms')} ms, non-2xx {w['non_2xx']}, "
-              f"socket errors {w['socket_errors']}, gateway RSS first/last/max "
-              f"{w['rss_kib_first']}/{w['rss_kib_last']}/{w['rss_kib_max']} KiB")
+              f"socket errors {w['socket_errors']}, gateway RSS before/at 5 s/last/max "
+              f"{w['rss_kib_first']}/{w['rss_kib_at_5s']}/{w['rss_kib_last']}/{w['rss_kib_max']} KiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -245,11 +245,13 @@ asio::awaitable<void> session(Stream stream, Shared& sh) {
     Request req;
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
-    for (const auto& f : msg) {
-      std::string name(f.name_string());
-      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      req.headers[name] = std::string(f.value());
+    // Only the headers the API reads (lower-case names, as Api expects).
+    for (const auto& [field, name] : {std::pair{http::field::authorization, "authorization"},
+                                      std::pair{http::field::range, "range"},
+                                      std::pair{http::field::content_type, "content-type"}}) {
+      if (auto it = msg.find(field); it != msg.end()) req.headers[name] = std::string(it->value());
     }
+    if (auto it = msg.find("Idempotency-Key"); it != msg.end()) req.headers["idempotency-key"] = std::string(it->value());
     req.body = std::move(msg.body());
     const bool keep_alive = msg.keep_alive();
     const unsigned version = msg.version();
@@ -279,6 +281,8 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, ssl::context& tls, Sh
       continue;  // e.g. EMFILE: keep serving the connections we have
     }
     sock.set_option(tcp::no_delay(true), ec);
+    // Each session runs on its own strand: its coroutine never overlaps itself,
+    // and a job change that cancels its event timer is serialised with it.
     auto ex = sock.get_executor();
     co_spawn(asio::make_strand(ex), session(Stream(beast::tcp_stream(std::move(sock)), tls), sh), asio::detached);
   }
