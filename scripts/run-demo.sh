@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The demo: installs missing build dependencies, builds the project (same
 # configuration as the test script's main phase, so neither rebuilds the
-# other's work), then runs a two-level AMR analysis through
-# `kangaroo-worker run` and checks its results against numpy.
+# other's work), starts a local gateway (`kangaroo up`), runs a slice, a
+# projection and histograms of a synthetic 3-level AMReX plotfile through the
+# Python SDK as one job, checks the results, writes PNG images and stops the
+# gateway.
 #
 # Usage: bash scripts/run-demo.sh [--no-build] [DEMO_DIR]
-#   DEMO_DIR     work folder for the dataset, plan, results and images
+#   DEMO_DIR     work folder for the dataset, gateway state and images
 #                (default: out/demo, or $DEMO_DIR)
 #   --no-build   skip bootstrap and build; use the existing binary
 # Environment:
 #   BUILD_DIR    build folder (default: build)
 #   BUILD_JOBS   build parallelism (default 2, see scripts/build.sh)
 # Exit status: 0 when every check passes; non-zero otherwise (1 setup,
-# 2 worker run failed, 3 a result check failed, or the build's status).
+# 2 the job failed, 3 a result check failed, or the build's status).
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,5 +49,5 @@ if [[ ! -x "$worker" ]]; then
 fi
 
 start=$SECONDS
-/usr/bin/python3 scripts/demo/make_demo.py --worker "$worker" --out "$demo_dir"
+/usr/bin/python3 scripts/demo/gateway_demo.py --build-dir "$build_dir" --out "$demo_dir"
 echo "demo finished in $((SECONDS - start)) s"
