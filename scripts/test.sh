@@ -88,18 +88,19 @@ phase_fuzz() {
     -DKANGAROO_BUILD_TESTS=OFF \
     -DKANGAROO_BUILD_BENCH=OFF
 
-  local fuzz_dir=build-fuzz/worker/fuzz
+  local fuzz_dirs=(build-fuzz/worker/fuzz build-fuzz/gateway)
   local targets=()
-  local candidate
-  if [[ -d "$fuzz_dir" ]]; then
+  local candidate fuzz_dir
+  for fuzz_dir in "${fuzz_dirs[@]}"; do
+    [[ -d "$fuzz_dir" ]] || continue
     for candidate in "$fuzz_dir"/fuzz_*; do
       if [[ -f "$candidate" && -x "$candidate" ]]; then
         targets+=("$candidate")
       fi
     done
-  fi
+  done
   if ((${#targets[@]} == 0)); then
-    echo "fuzz: no fuzz_* targets in $fuzz_dir; nothing to run"
+    echo "fuzz: no fuzz_* targets in ${fuzz_dirs[*]}; nothing to run"
     return 0
   fi
 
@@ -111,11 +112,12 @@ phase_fuzz() {
     work="build-fuzz/fuzz-work/$name"
     rm -rf "$work"
     mkdir -p "$work/corpus"
-    seeds="worker/fuzz/corpus/$name"
     local corpus_args=("$work/corpus")
-    if [[ -d "$seeds" ]]; then
-      corpus_args+=("$seeds")
-    fi
+    for seeds in "worker/fuzz/corpus/${name#fuzz_}" "gateway/fuzz/corpus/${name#fuzz_}"; do
+      if [[ -d "$seeds" ]]; then
+        corpus_args+=("$seeds")
+      fi
+    done
     echo "--- $name (${fuzz_seconds}s, corpus: ${corpus_args[*]})"
     if "$target" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 \
       -artifact_prefix="$work/" -print_final_stats=1 "${corpus_args[@]}" \

@@ -157,7 +157,7 @@ JobRecord JobRecord::from_storage(const json& j) {
   JobRecord r;
   r.id = j.at("id").get<std::string>();
   r.tenant = j.at("tenant").get<std::string>();
-  r.request_hash = j.value("request_hash", "");
+  if (const auto it = j.find("request_hash"); it != j.end() && it->is_string()) r.request_hash = it->get<std::string>();
   r.dataset = j.at("dataset").get<std::string>();
   r.state = parse_state(j.at("state").get<std::string>());
   if (!j.at("idempotency_key").is_null()) r.idempotency_key = j.at("idempotency_key").get<std::string>();
