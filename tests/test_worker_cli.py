@@ -119,10 +119,10 @@ def seed_four_blocks(np, tmp_path, rng):
     return seed, a, b
 
 
-def expr_plan(expression, variables, in_fields, out_field, dtype="f64"):
+def expr_plan(expression, variables, in_fields, out_field, dtype="f64", step=0):
     st = ir.Stage("expr")
     st.map_blocks(
-        "expr_l0", "field_expr", ir.Domain(0, 0),
+        "expr_l0", "field_expr", ir.Domain(step, 0),
         inputs=[ir.FieldRef(f) for f in in_fields],
         outputs=[ir.OutputRef(ir.FieldRef(out_field), ir.BufferSpec(dtype, ir.BlockShape()))],
         params=ir.FieldExprParams(expression=expression, variables=variables),
@@ -446,6 +446,32 @@ def test_chaining_runs_through_seed_dirs(tmp_path):
         c = a[blk] * b[blk].astype(np.float64) + 1.0
         assert np.array_equal(np.load(out2 / chunk_file(0, 0, 20, 0, blk)), c * 2.0 - a[blk])
     assert {c["field"] for c in load_manifest(out2)["chunks"]} == {20}
+
+
+def test_seed_dirs_lay_over_a_plotfile(tmp_path):
+    """--seed on a plotfile: an earlier run's result is read next to the
+    plotfile's own fields (persisted fields across runs, LOW-23)."""
+    np = np_or_skip()
+    plt = os.path.join(REPO, "..", "shared", "data", "amrex", "pelelmex_3d_small")
+    if not os.path.isfile(os.path.join(plt, "Header")):
+        pytest.skip("shared plotfile pelelmex_3d_small not present")
+    meta = json.loads(worker("metadata", "--dataset", plt).stdout)
+    var, step = meta["var_names"][0], meta["step"]
+    first = tmp_path / "first"
+    plan1 = tmp_path / "p1.json"
+    write_json(plan1, expr_plan("a*2", ["a"], [1], 10, step=step).to_dict())
+    r = worker("run", "--plan", plan1, "--dataset", plt, "--field", f"1={var}", "--out", first)
+    assert r.returncode == 0, r.stderr
+    second = tmp_path / "second"
+    plan2 = tmp_path / "p2.json"
+    write_json(plan2, expr_plan("c - a", ["c", "a"], [10, 1], 20, step=step).to_dict())
+    r = worker("run", "--plan", plan2, "--dataset", plt, "--field", f"1={var}", "--seed", first, "--out", second)
+    assert r.returncode == 0, r.stderr
+    chunks = load_manifest(second)["chunks"]
+    assert chunks and {c["field"] for c in chunks} == {20}
+    for c in chunks:
+        a = np.load(first / chunk_file(step, 0, 10, 0, c["block"]))
+        assert np.array_equal(np.load(second / c["file"]), a - a / 2.0)
 
 
 # ---------------------------------------------------------------------------

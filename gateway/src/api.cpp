@@ -309,7 +309,8 @@ Reply Api::submit(const std::string& tenant, const Request& req) {
   }
   if (!body.is_object()) throw ApiError(400, "bad_request", "request body must be a JSON object");
   for (const auto& [k, v] : body.items()) {
-    static const char* kKnown[] = {"plan", "dataset", "runmeta", "fields", "outputs", "all_outputs", "resources"};
+    static const char* kKnown[] = {"plan",        "dataset",   "runmeta",  "fields",
+                                   "outputs",     "all_outputs", "resources", "seed_jobs"};
     if (std::find(std::begin(kKnown), std::end(kKnown), k) == std::end(kKnown)) {
       throw ApiError(400, "bad_request", "unknown member '" + k + "' in the job request");
     }
@@ -375,6 +376,22 @@ Reply Api::submit(const std::string& tenant, const Request& req) {
     if (!body["all_outputs"].is_boolean()) throw ApiError(400, "bad_request", "'all_outputs' must be a boolean");
     spec.all_outputs = body["all_outputs"].get<bool>();
   }
+  if (body.contains("seed_jobs")) {
+    // Fields persisted by earlier jobs of this tenant: their results are laid
+    // over the dataset for this run (LOW-23 across jobs).
+    const json& seeds = body["seed_jobs"];
+    if (!seeds.is_array()) throw ApiError(400, "bad_request", "'seed_jobs' must be a list of job IDs");
+    for (const auto& s : seeds) {
+      if (!s.is_string()) throw ApiError(400, "bad_request", "'seed_jobs' must be a list of job IDs");
+      const std::string sid = s.get<std::string>();
+      auto rec = jobs_.get(tenant, sid);
+      if (!rec) throw ApiError(404, "not_found", "seed job '" + sid + "' not found");
+      if (rec->state != JobState::succeeded) {
+        throw ApiError(409, "conflict", "seed job '" + sid + "' has no results: it is " + state_name(rec->state));
+      }
+      spec.seed_jobs.push_back(sid);
+    }
+  }
   if (body.contains("resources")) {
     const json& r = body["resources"];
     if (!r.is_object()) throw ApiError(400, "bad_request", "'resources' must be an object");
@@ -409,9 +426,11 @@ Reply Api::results(const std::string& tenant, const std::string& id) {
     c["file_bytes"] = fs::file_size(dir / file, ec);
     chunks.push_back(c);
   }
-  return json_reply(200, {{"chunks", chunks},
-                          {"tasks_total", m.value("tasks_total", 0)},
-                          {"seconds", m.value("seconds", 0.0)}});
+  json out = {{"chunks", chunks}};
+  for (const char* key : {"tasks_total", "seconds"}) {
+    if (const auto it = m.find(key); it != m.end()) out[key] = *it;
+  }
+  return json_reply(200, out);
 }
 
 Reply Api::result_file(const std::string& tenant, const std::string& id, const std::string& name,

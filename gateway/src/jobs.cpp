@@ -79,7 +79,7 @@ json spec_to_json(const JobSpec& s) {
   for (const auto& [f, v] : s.outputs) outputs.push_back({f, v});
   return {{"dataset_uri", s.dataset_uri}, {"dataset_path", s.dataset_path}, {"fields", fields},
           {"outputs", outputs}, {"all_outputs", s.all_outputs}, {"threads", s.threads},
-          {"plan", s.plan_text}, {"runmeta", s.runmeta_text}};
+          {"plan", s.plan_text}, {"runmeta", s.runmeta_text}, {"seed_jobs", s.seed_jobs}};
 }
 
 JobSpec spec_from_json(const json& j) {
@@ -91,6 +91,7 @@ JobSpec spec_from_json(const json& j) {
   s.all_outputs = j.at("all_outputs").get<bool>();
   s.threads = j.at("threads").get<int>();
   s.plan_text = j.at("plan").get<std::string>();
+  if (const auto it = j.find("seed_jobs"); it != j.end()) s.seed_jobs = it->get<std::vector<std::string>>();
   s.runmeta_text = j.at("runmeta").get<std::string>();
   return s;
 }
@@ -170,7 +171,7 @@ JobRecord JobRecord::from_storage(const json& j) {
     r.error_kind = j.at("error").at("kind").get<std::string>();
     r.error_message = j.at("error").at("message").get<std::string>();
   }
-  r.results = j.value("results", std::uint64_t{0});
+  if (const auto it = j.find("results"); it != j.end() && it->is_number_unsigned()) r.results = it->get<std::uint64_t>();
   return r;
 }
 
@@ -371,6 +372,10 @@ std::vector<std::string> JobStore::worker_argv(const std::string& id, const JobS
     argv.push_back(v < 0 ? std::to_string(f) : std::to_string(f) + ":" + std::to_string(v));
   }
   if (spec.all_outputs) argv.push_back("--all-outputs");
+  for (const auto& seed : spec.seed_jobs) {
+    argv.push_back("--seed");
+    argv.push_back(results_dir(seed).string());
+  }
   const int threads = spec.threads > 0 ? spec.threads : opt_.threads_per_job;
   if (threads > 0) {
     argv.push_back("--threads");

@@ -42,6 +42,7 @@ struct JobSpec {
   std::vector<std::pair<std::int32_t, std::int32_t>> outputs;  // (field, version; -1 any)
   bool all_outputs = false;
   int threads = 0;                     // 0: the backend's default
+  std::vector<std::string> seed_jobs;  // earlier jobs whose results the plan reads
 };
 
 struct JobRecord {

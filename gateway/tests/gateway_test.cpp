@@ -254,6 +254,26 @@ TEST(Api, RunsJobAndServesRanges) {
   EXPECT_EQ(f.call("GET", base + "/..").status, 404);
 }
 
+TEST(Api, SeedJobsPassEarlierResultsToTheWorker) {
+  Fixture f;
+  const std::string first = f.wait_terminal(f.submit("plt00000").at("id")).at("id");
+  json body = {{"plan", valid_plan()}, {"dataset", "plt00000"}, {"seed_jobs", {first}}};
+  const Reply ok = f.call("POST", "/v1/jobs", kToken1, body.dump());
+  EXPECT_EQ(ok.status, 201) << ok.body;
+  const json done = f.wait_terminal(json::parse(ok.body).at("id"));
+  EXPECT_EQ(done.at("state"), "succeeded") << done.dump();
+  // The stand-in worker echoes its --seed folders into the job's messages
+  // only on failure; check the request instead.
+  const fs::path req = f.state / "jobs" / done.at("id").get<std::string>() / "request.json";
+  EXPECT_EQ(json::parse(std::ifstream(req)).at("seed_jobs"), json::array({first}));
+  body["seed_jobs"] = {"j-0000000000000000"};
+  EXPECT_EQ(f.call("POST", "/v1/jobs", kToken1, body.dump()).status, 404);
+  EXPECT_EQ(f.call("POST", "/v1/jobs", kToken2, json({{"plan", valid_plan()}, {"dataset", "plt00000"},
+                                                      {"seed_jobs", {first}}}).dump()).status, 404);
+  body["seed_jobs"] = "x";
+  EXPECT_EQ(f.call("POST", "/v1/jobs", kToken1, body.dump()).status, 400);
+}
+
 TEST(Api, FailedJobCarriesWorkerMessage) {
   Fixture f;
   const json done = f.wait_terminal(f.submit("fail_plt").at("id"));

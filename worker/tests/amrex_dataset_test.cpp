@@ -128,6 +128,12 @@ TEST(AmrexDataset, WarpXParticles) {
     EXPECT_EQ(ds->particle_fields(species), fields);
     EXPECT_EQ(ds->particle_dim(species), 3);
     const std::int64_t chunks = ds->particle_chunk_count(species);
+    // The metadata document carries the same facts for remote clients.
+    const auto info = nlohmann::json::parse(ds->metadata_json(0)).at("particle_info").at(species);
+    EXPECT_EQ(info.at("fields").get<std::vector<std::string>>(), fields);
+    EXPECT_EQ(info.at("chunk_count").get<std::int64_t>(), chunks);
+    EXPECT_EQ(info.at("count").get<std::int64_t>(), total);
+    EXPECT_EQ(info.at("dim").get<int>(), 3);
     EXPECT_EQ(chunks, 32);
     std::int64_t sum = 0;
     std::set<std::pair<std::int64_t, std::int64_t>> ids;  // AMReX identity: (id, cpu)

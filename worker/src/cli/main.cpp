@@ -22,6 +22,7 @@
 #include "kangaroo/core/prepare.h"
 #include "kangaroo/data/amrex_plotfile.h"
 #include "kangaroo/data/memory_dataset.h"
+#include "kangaroo/data/overlay_dataset.h"
 #include "kangaroo/data/uri.h"
 #include "kangaroo/exec/executor.h"
 #include "kangaroo/gpu/device.h"
@@ -49,7 +50,8 @@ const char* kUsage =
     "run writes the plan's result chunks (outputs no task of the plan reads, plus any\n"
     "--output field) to DIR as s<step>_l<level>_f<field>_v<version>_b<block>.npy (.bin for\n"
     "opaque bytes) with manifest.json; DIR appears only when the run succeeded.\n"
-    "--seed DIR loads such files into a memory:// dataset. --field registers dataset\n"
+    "--seed DIR loads such files into a memory:// dataset, or lays them over any other\n"
+    "dataset (an earlier run's results read next to a plotfile's fields). --field registers dataset\n"
     "field ID as the variable NAME (or component COMP) of a plotfile. --runmeta may\n"
     "be left out for amrex:// datasets: the run metadata is synthesized from the plotfile.\n"
     "metadata prints the dataset's metadata as JSON; --runmeta-out also writes the\n"
@@ -254,14 +256,19 @@ int cmd_run(const std::vector<std::string>& args) {
     return 2;
   }
 
-  auto dataset = open_dataset_uri(dataset_uri);
+  std::shared_ptr<Dataset> dataset = open_dataset_uri(dataset_uri);
   if (!seeds.empty()) {
+    // A memory dataset takes the chunks itself; any other backend gets them
+    // laid over it, so a plan can read an earlier run's results next to the
+    // backend's own fields.
     auto* mem = dynamic_cast<MemoryDataset*>(dataset.get());
-    if (mem == nullptr) throw UsageError("--seed needs a memory:// dataset");
+    std::shared_ptr<OverlayDataset> overlay;
+    if (mem == nullptr) overlay = std::make_shared<OverlayDataset>(dataset);
     for (const auto& dir : seeds) {
-      const auto n = mem->seed_from_directory(dir);
+      const auto n = mem != nullptr ? mem->seed_from_directory(dir) : overlay->seed_from_directory(dir);
       std::cerr << "seeded " << n << " chunk(s) from " << dir << "\n";
     }
+    if (overlay) dataset = overlay;
   }
   if (!bindings.empty() && dataset->kind() == "memory") {
     throw UsageError("--field needs a dataset with named fields; memory:// chunks are addressed by field ID");

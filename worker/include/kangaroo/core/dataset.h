@@ -24,6 +24,9 @@ class Dataset {
   // Self-described chunk or nullptr (BACK-3: never fabricated data).
   virtual ConstBufferPtr get_chunk(const ChunkId& id) = 0;
   virtual bool has_chunk(const ChunkId& id) const = 0;
+  // The backend behind any wrapper (an overlay of seeded chunks); itself for a
+  // plain backend. Backend-specific helpers look through wrappers with it.
+  virtual const Dataset& underlying() const { return *this; }
   // 0 = unknown.
   virtual std::uint64_t estimate_chunk_bytes(const ChunkId& id) const = 0;
   virtual std::optional<Descriptor> describe_chunk(const ChunkId& id) const {

@@ -160,7 +160,7 @@ std::shared_ptr<Dataset> open_amrex_dataset(const std::string& path, const std::
 }
 
 std::shared_ptr<const PlotfileReader> amrex_dataset_reader(const Dataset& dataset) {
-  const auto* a = dynamic_cast<const AmrexDataset*>(&dataset);
+  const auto* a = dynamic_cast<const AmrexDataset*>(&dataset.underlying());
   return a != nullptr ? a->reader() : nullptr;
 }
 

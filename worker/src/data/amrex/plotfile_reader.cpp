@@ -689,8 +689,22 @@ std::string PlotfileReaderImpl::build_metadata() const {
   m["step"] = h_.level_steps.front();
   m["bwidth"] = h_.bwidth;
   json species = json::array();
-  for (const auto& s : species_info_) species.push_back(s.name);
+  json particle_info = json::object();
+  for (const auto& s : species_info_) {
+    species.push_back(s.name);
+    // What a remote client needs to lower particle operations (PMETA-2):
+    // field names in BACK-AMREX-12 order and one chunk per particle grid.
+    std::int64_t chunks = 0;
+    for (auto g : s.grids_per_level) chunks += g;
+    particle_info[s.name] = {{"fields", s.fields},
+                             {"chunk_count", chunks},
+                             {"grids_per_level", s.grids_per_level},
+                             {"dim", s.dim},
+                             {"stored_dtype", s.single_precision ? "float32" : "float64"},
+                             {"count", s.total_particles}};
+  }
   m["particle_types"] = std::move(species);
+  m["particle_info"] = std::move(particle_info);
   return m.dump();
 }
 
