@@ -15,6 +15,7 @@ Submodules: :mod:`kangaroo.ir` (plan and buffer model), :mod:`kangaroo.lowering`
 (client-side plan construction), :mod:`kangaroo.config` (options and the client
 connection file), :mod:`kangaroo.errors` (exception classes) and
 :mod:`kangaroo.synthetic` (a synthetic AMReX plotfile writer, imported on demand).
+Particle species come from ``ds.particles`` (:mod:`kangaroo.particles`).
 """
 
 __version__ = "0.1.0"
@@ -25,7 +26,9 @@ _LAZY = {
     "config": ".config", "errors": ".errors", "lowering": ".lowering",
     "Client": ".client", "JobResults": ".client", "get_default_client": ".client", "open_dataset": ".client",
     "set_default_client": ".client",
-    "Dataset": ".dataset", "Geometry": ".dataset", "ParticleSpecies": ".dataset",
+    "Dataset": ".dataset", "Geometry": ".dataset", "ParticleSpecies": ".particles",
+    "ParticleArray": ".particles", "ParticleMask": ".particles", "Mask": ".particles", "Scalar": ".particles",
+    "TopK": ".particles",
     "GatewayError": ".errors", "AuthenticationError": ".errors", "PlanValidationError": ".errors",
     "DatasetNotFoundError": ".errors", "DatasetError": ".errors", "JobNotFoundError": ".errors",
     "JobFailedError": ".errors", "JobCancelledError": ".errors", "GatewayUnavailableError": ".errors",
@@ -33,7 +36,7 @@ _LAZY = {
     "compute": ".lazy",
     "PlaneGeometry": ".lowering",
     "ChunkedArray": ".results", "AMRChunk": ".results", "AMRChunkedArray": ".results",
-    "HistogramResult": ".results", "Histogram2DResult": ".results",
+    "HistogramResult": ".results", "Histogram2DResult": ".results", "TopKResult": ".results",
 }
 _DTYPES = {"bool_": "bool", "float32": "float32", "float64": "float64", "int64": "int64"}
 
@@ -72,6 +75,11 @@ __all__ = [
     "Geometry",
     "PlaneGeometry",
     "ParticleSpecies",
+    "ParticleArray",
+    "ParticleMask",
+    "Mask",
+    "Scalar",
+    "TopK",
     "LazyValue",
     "Array",
     "MeshMask",
@@ -82,6 +90,7 @@ __all__ = [
     "AMRChunkedArray",
     "HistogramResult",
     "Histogram2DResult",
+    "TopKResult",
     "open_dataset",
     "compute",
     "get_default_client",

@@ -33,7 +33,7 @@ import numpy as np
 from . import config as _config
 from . import ir
 from . import lowering as lw
-from .dataset import Dataset, resolve_step, runmeta_for
+from .dataset import Dataset, resolve_step, runmeta_for, synthesize_runmeta
 from .errors import (AuthenticationError, GatewayError, GatewayUnavailableError, JobCancelledError, JobFailedError,
                      JobNotFoundError, ServerError)
 from .transport import Transport
@@ -206,9 +206,11 @@ class Client:
     def submit(self, plan: Union[ir.Plan, Mapping[str, Any]], *, dataset: str,
                runmeta: Union[None, lw.RunMeta, Mapping[str, Any]] = None, fields: Optional[Mapping[Any, str]] = None,
                outputs: Optional[Sequence[Sequence[int]]] = None, all_outputs: bool = False,
-               resources: Optional[Mapping[str, Any]] = None, idempotency_key: Optional[str] = None) -> Dict[str, Any]:
+               resources: Optional[Mapping[str, Any]] = None, idempotency_key: Optional[str] = None,
+               seed_jobs: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         """``POST /v1/jobs``; returns the job record. A key is generated when none
-        is given; the same key is sent on every retry of this call."""
+        is given; the same key is sent on every retry of this call. ``seed_jobs``
+        names earlier succeeded jobs whose result chunks the plan reads."""
         body: Dict[str, Any] = {"plan": plan.to_dict() if isinstance(plan, ir.Plan) else dict(plan),
                                 "dataset": dataset}
         if runmeta is not None:
@@ -221,6 +223,8 @@ class Client:
             body["all_outputs"] = True
         if resources:
             body["resources"] = dict(resources)
+        if seed_jobs:
+            body["seed_jobs"] = [str(j) for j in seed_jobs]
         key = idempotency_key or f"kpy-{uuid.uuid4()}"
         return self._json("POST", "/v1/jobs", body=body, headers={"Idempotency-Key": key}, idempotent=True)
 
@@ -347,7 +351,7 @@ class Client:
         meta = self.dataset_metadata(uri)
         given = None if runmeta is None else runmeta_for(meta, runmeta, step)
         step = resolve_step(meta, given, step)
-        rm = given if given is not None else lw.runmeta_from_metadata(meta, step=step)
+        rm = given if given is not None else synthesize_runmeta(meta, step)
         return Dataset(self, uri, step=step, level=0 if level is None else level, metadata=meta, runmeta=rm,
                        world_size=self.world_size, runmeta_given=runmeta is not None)
 
@@ -355,22 +359,46 @@ class Client:
                 progress: Optional[bool] = None) -> List[Any]:
         """Runs the producer stages of ``values`` as one job and materializes each
         (the engine of :func:`kangaroo.compute`)."""
-        pending = [i for i, v in enumerate(values) if v._persisted is None]
+        return self.run_values(dataset, values, options, progress=progress)[0]
+
+    def run_values(self, dataset: Dataset, values: Sequence[Any], options: Sequence[Dict[str, Any]], *,
+                   progress: Optional[bool] = None) -> Tuple[List[Any], Optional[str]]:
+        """:meth:`execute`, also returning the ID of the job it submitted (``None``
+        when every value was already at hand).
+
+        The plan is the union of the values' producer stages and their ancestors
+        (LOW-22) minus the producers of persisted fields (LOW-23); mesh and
+        particle stages share the job, whose RunMeta carries the virtual particle
+        level as an extra step. Persisted fields the plan reads come from the
+        results of the jobs that persisted them (``seed_jobs``)."""
         out: List[Any] = [v._persisted for v in values]
-        if not pending:
-            return out
-        targets = [values[i]._target() for i in pending]
+        graph = dataset._graph
+        run: List[int] = []
+        for i, v in enumerate(values):
+            if v._persisted is not None:
+                continue
+            fields = [f for f, _ in v._targets()]
+            if fields and all(f in graph.persisted for f in fields):
+                # Another view (a rename) of a persisted value: read it where it was kept.
+                results = JobResults(self, graph.persisted[fields[0]], self.results(graph.persisted[fields[0]]))
+                out[i] = v._materialize(results, options[i])
+            else:
+                run.append(i)
+        if not run:
+            return out, None
+        targets = [t for i in run for t in values[i]._targets()]
         tails = list(dict.fromkeys(t for _, t in targets if t is not None))
-        plan_doc = ir.Plan(tails).to_dict()
-        read = {ref["field"] for st in plan_doc["stages"] for t in st["templates"] for ref in t["inputs"]}
-        job = self.submit(plan_doc, dataset=dataset.uri, runmeta=dataset.runmeta,
-                          fields=dataset.field_bindings(sorted(read)),
-                          outputs=[[f, 0] for f in dict.fromkeys(f for f, _ in targets)])
+        plan_doc = ir.Plan(graph.job_stages(tails)).to_dict()
+        read = sorted({ref["field"] for st in plan_doc["stages"] for t in st["templates"] for ref in t["inputs"]})
+        seeds = sorted({graph.persisted[f] for f in read if f in graph.persisted})
+        job = self.submit(plan_doc, dataset=dataset.uri, runmeta=dataset._job_runmeta(),
+                          fields=dataset.field_bindings(read),
+                          outputs=[[f, 0] for f in dict.fromkeys(f for f, _ in targets)], seed_jobs=seeds)
         self.wait(job["id"], progress=progress)
         results = JobResults(self, job["id"], self.results(job["id"]))
-        for i in pending:
+        for i in run:
             out[i] = values[i]._materialize(results, options[i])
-        return out
+        return out, job["id"]
 
 
 def _job_path(job_id: str) -> str:

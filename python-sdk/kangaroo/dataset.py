@@ -11,7 +11,9 @@ dataset's variables in each job submission (the ``fields`` member of
 Each dataset owns one graph-building context: every lazy value built from it
 shares the field-ID allocator and the record of which plan stages produce
 which field, so values built from one dataset can be combined and computed
-together (API-26, API-35).
+together (API-26, API-35). The context also records persisted fields (the
+job holding each one, LOW-23) and the largest particle chunk count used so
+far, which sizes the virtual particle level of each job (PMETA-3).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from . import ir
 from . import lowering as lw
+from . import particle_lowering as pl
 
-__all__ = ["Dataset", "Geometry", "ParticleSpecies", "UnknownNameError", "NameMapping"]
+__all__ = ["Dataset", "Geometry", "UnknownNameError", "NameMapping", "synthesize_runmeta"]
 
 
 class UnknownNameError(KeyError):
@@ -68,27 +71,6 @@ class NameMapping(Mapping):
 
     def __repr__(self) -> str:
         return f"<{self._kind}s: {', '.join(self._names)}>"
-
-
-class ParticleSpecies:
-    """A particle species of the dataset. Only its name is available through the
-    gateway so far; particle operations (API-28..33) are not."""
-
-    def __init__(self, dataset: "Dataset", name: str) -> None:
-        self._dataset = dataset
-        self.name = name
-
-    @property
-    def dataset(self) -> "Dataset":
-        return self._dataset
-
-    def __getitem__(self, field: str) -> Any:
-        raise NotImplementedError(
-            f"particle fields of species {self.name!r} cannot be read through the gateway yet; "
-            "mesh fields (dataset.fields) can")
-
-    def __repr__(self) -> str:
-        return f"ParticleSpecies({self.name!r})"
 
 
 class Geometry:
@@ -142,18 +124,82 @@ def _species_names(meta: Mapping[str, Any]) -> List[str]:
             names.append(entry)
         elif isinstance(entry, Mapping) and isinstance(entry.get("name"), str):
             names.append(entry["name"])
-    return names
+    info = meta.get("particle_info")
+    if isinstance(info, Mapping):
+        names += [n for n in info if isinstance(n, str)]
+    return list(dict.fromkeys(names))
+
+
+def _particle_info(meta: Mapping[str, Any], species: str) -> Mapping[str, Any]:
+    info = meta.get("particle_info")
+    entry = info.get(species) if isinstance(info, Mapping) else None
+    return entry if isinstance(entry, Mapping) else {}
+
+
+def dataset_particle_chunks(meta: Mapping[str, Any]) -> Dict[str, int]:
+    """Per species the chunk count the metadata reports (species without one are left out)."""
+    out: Dict[str, int] = {}
+    info = meta.get("particle_info")
+    if isinstance(info, Mapping):
+        for name, entry in info.items():
+            n = entry.get("chunk_count") if isinstance(entry, Mapping) else None
+            if isinstance(n, int) and not isinstance(n, bool) and n >= 0:
+                out[name] = n
+    return out
+
+
+def synthesize_runmeta(meta: Mapping[str, Any], step: int) -> lw.RunMeta:
+    """COORD-4 RunMeta with the species' chunk counts from the metadata (PMETA-2)."""
+    return lw.runmeta_from_metadata(meta, step=step, particle_species=dataset_particle_chunks(meta))
 
 
 class _GraphContext:
-    """Field-ID allocation and stage provenance shared by a dataset's lazy values."""
+    """Field-ID allocation, stage provenance and persisted fields shared by a dataset's lazy values."""
 
     def __init__(self, first_temporary: int) -> None:
         self.alloc = lw.FieldAllocator(first_temporary)
         self.producers: Dict[int, ir.Stage] = {}
+        #: persisted field -> the job whose results hold it
+        self.persisted: Dict[int, str] = {}
+        #: stages whose every output is persisted, by id (kept alive by the value)
+        self.forgotten: Dict[int, ir.Stage] = {}
+        #: largest particle chunk count used so far (0: no particle operation yet)
+        self.particle_chunks = 0
 
     def record(self, field: int, stage: ir.Stage) -> None:
         self.producers[field] = stage
+
+    def persist(self, targets: Sequence[Any], job_id: str) -> None:
+        """LOW-23: ``targets`` ((field, producer) pairs) now live in ``job_id``'s results;
+        their producers are forgotten, so later plans read the fields as sources."""
+        for field, _ in targets:
+            self.persisted[field] = job_id
+            self.producers.pop(field, None)
+        for _, stage in targets:
+            if stage is None:
+                continue
+            written = {o.field.field for t in stage.templates for o in t.outputs}
+            if written and written <= set(self.persisted):
+                self.forgotten[id(stage)] = stage
+
+    def job_stages(self, tails: Sequence[ir.Stage]) -> List[ir.Stage]:
+        """``tails`` with their ancestry minus forgotten stages. Values built before a
+        persist still hold ``after`` edges to the forgotten producers, so the graph is
+        copied with those edges dropped; the stages themselves stay untouched."""
+        if not self.forgotten:
+            return list(tails)
+        copies: Dict[int, ir.Stage] = {}
+
+        def copy(stage: ir.Stage) -> ir.Stage:
+            c = copies.get(id(stage))
+            if c is None:
+                c = ir.Stage(stage.name, stage.plane,
+                             after=[copy(a) for a in stage.after if id(a) not in self.forgotten],
+                             templates=list(stage.templates))
+                copies[id(stage)] = c
+            return c
+
+        return [copy(t) for t in tails]
 
 
 class Dataset:
@@ -179,11 +225,10 @@ class Dataset:
         self._field_ids = {name: 1 + i for i, name in enumerate(names)}
         self._field_dtypes = _field_dtypes(metadata)
         self._graph = _GraphContext(max(1000, len(names) + 1))
-        from .lazy import Array  # local: lazy values import this module
+        from .lazy import Array  # local: the lazy-value modules build on this one
 
         self._fields = NameMapping("field", names, lambda n: Array._source(self, n))
-        self._particles = NameMapping("particle species", _species_names(metadata),
-                                      lambda n: ParticleSpecies(self, n))
+        self._particles = NameMapping("particle species", _species_names(metadata), self._species)
         self._meshes = NameMapping("mesh", [m for m in metadata.get("mesh_names") or [] if isinstance(m, str)],
                                    lambda n: n)
 
@@ -239,6 +284,28 @@ class Dataset:
     def __getitem__(self, name: str) -> Any:
         return self._fields[name]
 
+    # -- particles (PMETA-2, PMETA-3) ----------------------------------------
+
+    def _species(self, name: str) -> Any:
+        from .particles import ParticleSpecies
+
+        info = _particle_info(self._metadata, name)
+        fields = [f for f in info.get("fields") or [] if isinstance(f, str)]
+        chunks = pl.species_chunk_count(self._runmeta, name, info.get("chunk_count"))
+        return ParticleSpecies(self, name, fields, chunks)
+
+    def _use_particle_chunks(self, chunks: int) -> None:
+        self._graph.particle_chunks = max(self._graph.particle_chunks, int(chunks))
+
+    def _particle_step(self) -> int:
+        """Step label of the virtual particle level in this dataset's jobs."""
+        return pl.particle_step_label(self._runmeta)
+
+    def _job_runmeta(self) -> lw.RunMeta:
+        """The RunMeta submitted with a job: the mesh RunMeta, plus the virtual particle
+        level once a particle operation was built (see :mod:`kangaroo.particle_lowering`)."""
+        return pl.job_runmeta(self._runmeta, self._graph.particle_chunks)
+
     def field_id(self, name: str) -> int:
         """The field ID bound to ``name`` in every job of this dataset."""
         if name not in self._field_ids:
@@ -247,9 +314,12 @@ class Dataset:
 
     def field_bindings(self, field_ids: Optional[Sequence[int]] = None) -> Dict[str, str]:
         """The ``fields`` member of a job submission: field ID -> variable name,
-        restricted to ``field_ids`` when given."""
+        restricted to ``field_ids`` when given. Persisted fields come from their
+        job's results (``seed_jobs``) and are never bound to dataset variables."""
         wanted = None if field_ids is None else set(field_ids)
-        return {str(fid): name for name, fid in self._field_ids.items() if wanted is None or fid in wanted}
+        persisted = self._graph.persisted
+        return {str(fid): name for name, fid in self._field_ids.items()
+                if (wanted is None or fid in wanted) and fid not in persisted}
 
     # -- selection (API-16) ------------------------------------------------
 
@@ -262,7 +332,7 @@ class Dataset:
             step = resolve_step(self._metadata, runmeta, step)
         elif step != self._step:
             step = resolve_step(self._metadata, None, step)
-            runmeta = lw.runmeta_from_metadata(self._metadata, step=step)
+            runmeta = synthesize_runmeta(self._metadata, step)
         return Dataset(self._client, self._uri, step=step, level=self._level if level is None else level,
                        metadata=self._metadata, runmeta=runmeta, world_size=self._world_size,
                        runmeta_given=self._runmeta_given)

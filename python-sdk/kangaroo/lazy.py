@@ -74,6 +74,8 @@ class LazyValue:
     """Common surface of every lazy value (API-17)."""
 
     _kind = "LazyValue"
+    #: whether ``gather`` / ``max_bytes`` apply (arrays, particle arrays and masks, API-35)
+    _takes_array_options = False
 
     def __init__(self, dataset: Any, name: str, *, field: int, fragment: Optional[lw.Fragment] = None) -> None:
         self._dataset = dataset
@@ -126,6 +128,10 @@ class LazyValue:
         """The field to fetch and the stage producing it (None: nothing to run)."""
         return self._field, None if self._fragment is None else self._fragment.tail
 
+    def _targets(self) -> List[Tuple[int, Optional[ir.Stage]]]:
+        """Every field the value is read from, with its producer (a mean reads two)."""
+        return [self._target()]
+
     def _check_options(self, opts: Dict[str, Any]) -> None:
         if opts:
             raise TypeError(f"unexpected compute options: {', '.join(sorted(opts))}")
@@ -138,27 +144,36 @@ class LazyValue:
         return compute(self, progress=progress, **opts)
 
     def persist(self, progress: bool = False, **kwargs: Any) -> "LazyValue":
-        """Computes the value and keeps the result on it, so that ``compute``
-        returns it without another job.
+        """Computes the value, keeps the result on it and persists its fields (API-36).
 
-        Unlike API-36, later values built on this one still recompute its
-        producer stages in their own jobs: the gateway keeps no session store
-        between jobs yet, so the result cannot be read back as a source."""
+        The job's result chunks stay on the gateway; the dataset context records
+        the job and forgets the fields' producer stages (LOW-23), so values built
+        on this one read the persisted fields in their own jobs (submitted with
+        ``seed_jobs``) instead of recomputing them. Returns ``self``."""
         if kwargs:
             raise TypeError(f"unexpected persist options: {', '.join(sorted(kwargs))}")
-        self._persisted = compute(self, progress=progress)
+        if self._persisted is None:
+            ds = self._dataset
+            (result,), job_id = ds.client.run_values(ds, [self], [{}], progress=progress)
+            self._persisted = result
+            if job_id is not None:
+                ds._graph.persist(self._targets(), job_id)
         self._materialized = True
         return self
 
     # -- diagnostics (API-37, API-38) ---------------------------------------
 
     def _ancestry(self) -> List[ir.Stage]:
-        """The producer stages of this value and their ancestors (empty for dataset fields)."""
-        return [] if self._fragment is None else ir.Plan([self._fragment.tail]).topo_stages()
+        """The stages computing this value would submit: its producers and their ancestors,
+        without the producers of persisted fields (empty for dataset fields)."""
+        if self._fragment is None:
+            return []
+        tails = [t for _, t in self._targets() if t is not None]
+        return ir.Plan(self._dataset._graph.job_stages(tails)).topo_stages()
 
     def _estimates(self) -> Dict[str, Any]:
         stages = self._ancestry()
-        sm = self._dataset.runmeta.step_meta(self._dataset.step)
+        steps = {s.step: s for s in self._dataset._job_runmeta().steps}
         tasks = 0
         storage = 0
         exact = True
@@ -170,7 +185,8 @@ class LazyValue:
             for t in st.templates:
                 if t.kernel not in kernels:
                     kernels.append(t.kernel)
-                lv = sm.levels[t.domain.level] if t.domain.level < len(sm.levels) else None
+                sm = steps.get(t.domain.step)
+                lv = sm.levels[t.domain.level] if sm is not None and t.domain.level < len(sm.levels) else None
                 if t.graph_reduce is not None:
                     blocks: List[Optional[int]] = [None] * t.graph_reduce.num_groups
                 elif t.domain.blocks is not None:
@@ -250,6 +266,7 @@ class Array(LazyValue):
     """A mesh field: unbounded AMR data or a bounded ``(nv, nu)`` image (API-19)."""
 
     _kind = "Array"
+    _takes_array_options = True
 
     def __init__(self, dataset: Any, name: str, *, field: int, dtype: str, fragment: Optional[lw.Fragment] = None,
                  shape: Optional[Tuple[int, int]] = None, region: Optional[tuple] = None) -> None:
@@ -636,9 +653,11 @@ def compute(*values: LazyValue, progress: Optional[bool] = None, **opts: Any) ->
     and ancestors (LOW-22). Returns the results in argument order; a single
     value is returned unwrapped, no values give ``()``.
 
-    ``gather`` and ``max_bytes`` apply to arrays (``gather=True`` on an unbounded
-    array is a ``ValueError``, a result over ``max_bytes`` a ``MemoryError``,
-    checked from the result manifest before downloading)."""
+    ``gather`` and ``max_bytes`` apply to arrays, particle arrays and particle
+    masks (``gather=True`` on an unbounded array is a ``ValueError``, a result
+    over ``max_bytes`` a ``MemoryError``, checked from the result manifest
+    before downloading). Mesh and particle values of one dataset run in the
+    same job."""
     if not values:
         return ()
     for v in values:
@@ -647,12 +666,12 @@ def compute(*values: LazyValue, progress: Optional[bool] = None, **opts: Any) ->
     ds = values[0].dataset
     if any(v.dataset is not ds for v in values):
         raise ValueError("compute values must share one dataset context")
-    has_arrays = any(isinstance(v, Array) for v in values)
+    has_arrays = any(v._takes_array_options for v in values)
     if opts and not has_arrays:
         raise TypeError(f"unexpected compute options: {', '.join(sorted(opts))}")
     per_value = []
     for v in values:
-        o = dict(opts) if isinstance(v, Array) else {}
+        o = dict(opts) if v._takes_array_options else {}
         v._check_options(o)
         per_value.append(o)
     results = ds.client.execute(ds, values, per_value, progress=progress)

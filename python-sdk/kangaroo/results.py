@@ -3,7 +3,8 @@
 Bounded mesh arrays come back as plain ``numpy.ndarray``; histograms as
 :class:`HistogramResult` / :class:`Histogram2DResult`; unbounded AMR fields as
 an :class:`AMRChunkedArray` holding one :class:`AMRChunk` per block of every
-level.
+level; particle arrays and masks as a :class:`ChunkedArray` (one array per
+chunk); top-k modes as :class:`TopKResult`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "AMRChunk",
     "AMRChunkedArray",
     "ChunkedArray",
+    "TopKResult",
     "check_max_bytes",
 ]
 
@@ -64,6 +66,19 @@ class Histogram2DResult(NamedTuple):
                                             ("x range", (self.x_edges[0], self.x_edges[-1])),
                                             ("y range", (self.y_edges[0], self.y_edges[-1])),
                                             ("total", float(np.sum(self.counts)))])
+
+
+class TopKResult(NamedTuple):
+    """The ``k`` most frequent values (count descending, ties by value descending) and
+    their counts, both float64; two empty arrays when the result holds fewer than
+    ``2k`` entries (API-39)."""
+
+    values: np.ndarray
+    counts: np.ndarray
+
+    def _repr_html_(self) -> str:
+        return _table("TopKResult", [("k", len(self.values)), ("values", list(self.values)),
+                                     ("counts", list(self.counts))])
 
 
 class AMRChunk(NamedTuple):

@@ -64,6 +64,9 @@ def small_metadata() -> Dict[str, Any]:
             "velx": {"num_components": 1, "component_names": ["velx"], "type": "float64"},
         },
         "particle_types": ["electrons"],
+        "particle_info": {"electrons": {"fields": ["x", "y", "z", "mass"], "chunk_count": 3,
+                                        "grids_per_level": [2, 1], "dim": 3, "stored_dtype": "float64",
+                                        "count": 30}},
     }
 
 
@@ -177,7 +180,7 @@ class FakeGateway:
         """Canned chunks for every requested output, shaped from the plan's output specs."""
         plan = body["plan"]
         runmeta = body.get("runmeta") or {}
-        levels = runmeta["steps"][0]["levels"] if runmeta.get("steps") else []
+        steps = {s["step"]: s["levels"] for s in runmeta.get("steps") or []}
         wanted = {f for f, _ in body.get("outputs") or []}
         files: Dict[str, bytes] = {}
         for stage in plan["stages"]:
@@ -189,6 +192,7 @@ class FakeGateway:
                     buf = out["buffer"]
                     dom = t["domain"]
                     step, level = dom["step"], dom["level"]
+                    levels = steps.get(step, [])
                     if t.get("graph_reduce") is not None:
                         blocks = t["graph_reduce"].get("output_blocks") or [0]
                     else:
@@ -197,6 +201,8 @@ class FakeGateway:
                         shape = buf["shape"]
                         if shape["kind"] == "fixed":
                             dims = tuple(shape["extents"])
+                        elif shape["kind"] == "dynamic":
+                            dims = (10,)
                         elif levels:
                             lo, hi = levels[level]["boxes"][b]
                             dims = tuple(h - l + 1 for l, h in zip(lo, hi))
@@ -348,7 +354,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._error(409, "conflict", f"job {job['id']} is {job['state']}")
             chunks = []
             for name, data in sorted(gw.files[job["id"]].items()):
-                s, l, f, v, b = (int(x) for x in re.findall(r"\d+", name)[:5])
+                s, l, f, v, b = (int(x) for x in re.findall(r"-?\d+", name)[:5])
                 arr = np.load(io.BytesIO(data))
                 chunks.append({"name": name, "step": s, "level": l, "field": f, "version": v, "block": b,
                                "dtype": str(arr.dtype), "shape": list(arr.shape), "bytes": int(arr.nbytes),

@@ -288,8 +288,9 @@ def test_dataset_surface(gw):
     assert ds.step == 0 and ds.level == 0
     assert ds["temperature"].dtype == "float32"
     assert list(ds.particles) == ["electrons"] and list(ds.meshes) == []
-    with pytest.raises(NotImplementedError):
-        ds.particles["electrons"]["mass"]
+    assert isinstance(ds.particles["electrons"]["mass"], kg.ParticleArray)
+    with pytest.raises(KeyError, match="unknown particle field 'mas'"):
+        ds.particles["electrons"]["mas"]
     with pytest.raises(KeyError) as e:
         ds["densty"]
     assert str(e.value).startswith("unknown field 'densty'; available: density, temperature, velx; "
