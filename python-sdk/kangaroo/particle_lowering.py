@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 from . import ir
 from .lowering import (BlockBox, Fragment, LevelGeom, LevelMeta, Producers, RunMeta, StepMeta, _producer_stages,

@@ -176,6 +176,12 @@ def bodies(gw):
     return [gw.bodies[j] for j in sorted(gw.bodies)]
 
 
+def test_exports():
+    assert kg.Mask is kg.ParticleMask
+    for name in ("ParticleSpecies", "ParticleArray", "Scalar", "TopK", "TopKResult", "ChunkedArray"):
+        assert name in kg.__all__ and getattr(kg, name) is not None
+
+
 @needs_openssl
 def test_species_and_lineage_rules(gw):
     ds = open_ds(gw)
@@ -323,5 +329,8 @@ def test_persist_seeds_later_jobs(gw):
     before = len(gw.bodies)
     derived.compute()
     assert len(gw.bodies) == before  # the persisted value itself needs no job
+    # Another view of a persisted value is read from the job that kept it.
+    again = x2.rename("twice").compute(gather=True)
+    assert len(gw.bodies) == before and again.shape == (30,)
     with pytest.raises(TypeError, match="unexpected persist options"):
         x2.persist(gather=True)
