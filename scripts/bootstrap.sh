@@ -11,7 +11,7 @@ packages=(
   python3-dask python3-distributed python3-psutil
   clang-14 libclang-rt-14-dev clang-format clang-tidy
   curl openssl socat python3-setuptools python3-tqdm
-  libboost-dev libssl-dev wrk
+  libboost-dev libssl-dev wrk libucx-dev ucx-utils
 )
 
 missing=()

@@ -288,3 +288,27 @@ TEST(Ownership, BlocksSpreadOverRanks_OWN2) {
 
 }  // namespace
 }  // namespace kangaroo
+
+namespace kangaroo {
+namespace {
+
+TEST(StoragePool, ReusesBlocksOfTheSameSize) {
+  std::byte* first = nullptr;
+  {
+    auto s = Storage::allocate_pooled(3 << 16);
+    ASSERT_NE(s->data(), nullptr);
+    EXPECT_EQ(s->size(), std::size_t{3} << 16);
+    first = s->data();
+    std::memset(s->data(), 0x5a, s->size());  // writable over its whole size
+  }
+  auto again = Storage::allocate_pooled(3 << 16);
+  EXPECT_EQ(again->data(), first);  // the freed block came back
+  auto other = Storage::allocate_pooled(5 << 16);
+  EXPECT_NE(other->data(), first);
+  auto empty = Storage::allocate_pooled(0);
+  EXPECT_NE(empty->data(), nullptr);
+  EXPECT_EQ(empty->size(), 0u);
+}
+
+}  // namespace
+}  // namespace kangaroo

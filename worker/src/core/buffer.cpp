@@ -6,8 +6,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <type_traits>
+#include <unordered_map>
+#include <vector>
 
 namespace kangaroo {
 
@@ -200,7 +203,61 @@ void unmap_host(std::byte* p, std::size_t size) {
   fail(ErrorKind::buffer, "host allocation of " + std::to_string(size) + " bytes failed");
 }
 
+// Free lists of host blocks by exact size, for storage that is allocated and
+// dropped over and over at the same sizes (received chunks). Reused blocks
+// are already resident, so they skip the first-touch page faults of a fresh
+// allocation. Bounded: beyond the limit freed blocks go back to the system.
+class HostPool {
+ public:
+  explicit HostPool(std::size_t limit) : limit_(limit) {}
+  std::byte* take(std::size_t size) {
+    std::lock_guard lock(mu_);
+    auto it = free_.find(size);
+    if (it == free_.end() || it->second.empty()) return nullptr;
+    std::byte* p = it->second.back();
+    it->second.pop_back();
+    cached_ -= size;
+    return p;
+  }
+  void give(std::byte* p, std::size_t size) {
+    {
+      std::lock_guard lock(mu_);
+      if (cached_ + size <= limit_) {
+        free_[size].push_back(p);
+        cached_ += size;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<std::size_t, std::vector<std::byte*>> free_;
+  std::size_t cached_ = 0;
+  std::size_t limit_;
+};
+
+HostPool& host_pool() {
+  static HostPool* pool = [] {
+    std::size_t limit = std::size_t{256} << 20;
+    if (const char* env = std::getenv("KANGAROO_POOL_BYTES")) limit = std::strtoull(env, nullptr, 10);
+    return new HostPool(limit);  // lives for the process: blocks may be freed during static destruction
+  }();
+  return *pool;
+}
+
+void pooled_free(std::byte* p, std::size_t size) { host_pool().give(p, size); }
+
 }  // namespace
+
+std::shared_ptr<Storage> Storage::allocate_pooled(std::size_t size) {
+  if (size == 0) return allocate_host(0, InitPolicy::uninitialized);
+  std::byte* p = host_pool().take(size);
+  if (p == nullptr) p = static_cast<std::byte*>(std::malloc(size));
+  if (p == nullptr) fail_allocation(size);
+  return std::make_shared<Storage>(p, size, MemoryLocation::host, &pooled_free);
+}
 
 std::shared_ptr<Storage> Storage::allocate_host(std::size_t size, InitPolicy init) {
   if (init == InitPolicy::zero && size >= kLazyZeroBytes) {

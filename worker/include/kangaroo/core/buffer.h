@@ -84,6 +84,11 @@ class Storage {
   ~Storage();
 
   static std::shared_ptr<Storage> allocate_host(std::size_t size, InitPolicy init);
+  // Uninitialised host block from a bounded per-size free list (blocks come
+  // back to it when the storage is dropped); for buffers allocated again and
+  // again at the same sizes, such as received chunks. KANGAROO_POOL_BYTES caps
+  // what the list keeps (default 256 MiB).
+  static std::shared_ptr<Storage> allocate_pooled(std::size_t size);
 
   std::byte* data() const { return data_; }
   std::size_t size() const { return size_; }

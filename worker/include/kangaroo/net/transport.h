@@ -1,0 +1,51 @@
+// Chunk transport between ranks (seed §4.1, §4.3). One Transport per rank:
+// it publishes an opaque address, connects to its peers' addresses (exchanged
+// out of band: flags, environment, or the job launcher), and moves chunks as
+// one message each: a compact binary header (chunk identity + descriptor,
+// WireHeader) followed by the payload, sent from and received into the
+// buffers' own memory (no staging copy). The UCX implementation keeps UCX
+// types out of this header.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "kangaroo/core/buffer.h"
+#include "kangaroo/core/chunk_id.h"
+
+namespace kangaroo {
+
+// Wire header: fixed 104 bytes, little-endian fields at fixed offsets.
+constexpr std::size_t kWireHeaderBytes = 104;
+void encode_wire_header(const ChunkId& id, const Descriptor& desc, std::uint64_t nbytes, std::byte* out);
+// Throws Error(buffer) on a bad magic/version or an inconsistent descriptor.
+std::pair<ChunkId, Descriptor> decode_wire_header(const std::byte* in, std::uint64_t& nbytes);
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual int rank() const = 0;
+  virtual int world_size() const = 0;
+  // Opaque bytes another rank passes to connect().
+  virtual std::string address() const = 0;
+  virtual void connect(int peer, const std::string& address) = 0;
+
+  // Posts a chunk to `peer` without waiting; `buffer` is kept alive until the
+  // send completes. Returns a ticket for wait().
+  virtual std::uint64_t post_send(int peer, const ChunkId& id, ConstBufferPtr buffer) = 0;
+  // Progresses until the send of `ticket` has completed (throws Error naming
+  // the peer on failure).
+  virtual void wait(std::uint64_t ticket) = 0;
+  void send(int peer, const ChunkId& id, ConstBufferPtr buffer) { wait(post_send(peer, id, std::move(buffer))); }
+  // Receives the next chunk from `peer` (blocking, progressing the transport).
+  virtual ConstBufferPtr receive(int peer, ChunkId& id) = 0;
+  // Transport in use, e.g. "tcp" or "sysv,cma" (for reports).
+  virtual std::string description() const = 0;
+};
+
+// UCX tag-matching transport. Throws Error(io) when UCX cannot start.
+std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size);
+
+}  // namespace kangaroo

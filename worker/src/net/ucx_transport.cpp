@@ -1,0 +1,287 @@
+#include <ucp/api/ucp.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <unordered_map>
+#include <vector>
+
+#include "kangaroo/core/error.h"
+#include "kangaroo/net/transport.h"
+
+namespace kangaroo {
+namespace {
+
+constexpr std::uint32_t kMagic = 0x4b434e4b;  // "KNCK"
+constexpr std::uint16_t kWireVersion = 1;
+
+template <class T>
+void put(std::byte* out, std::size_t at, T v) {
+  std::memcpy(out + at, &v, sizeof v);
+}
+template <class T>
+T get(const std::byte* in, std::size_t at) {
+  T v;
+  std::memcpy(&v, in + at, sizeof v);
+  return v;
+}
+
+// One place that turns UCX statuses into errors (with what was attempted).
+void ucx_check(ucs_status_t status, const std::string& what) {
+  if (status != UCS_OK) fail(ErrorKind::io, what + ": " + ucs_status_string(status));
+}
+
+constexpr std::uint64_t kChunkKind = 1;
+constexpr std::uint64_t kTagMask = 0xffffffff00000000ull;
+std::uint64_t chunk_tag(int source) { return (kChunkKind << 56) | (static_cast<std::uint64_t>(source) << 32); }
+
+class UcxTransport final : public Transport {
+ public:
+  UcxTransport(int rank, int world_size) : rank_(rank), world_size_(world_size) {
+    if (world_size < 1 || rank < 0 || rank >= world_size || world_size > (1 << 24)) {
+      fail(ErrorKind::invalid_argument,
+           "rank " + std::to_string(rank) + " is not inside a world of " + std::to_string(world_size));
+    }
+    ucp_config_t* config = nullptr;
+    ucx_check(ucp_config_read(nullptr, nullptr, &config), "reading the UCX configuration");
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES;
+    params.features = UCP_FEATURE_TAG;
+    const ucs_status_t st = ucp_init(&params, config, &context_);
+    ucp_config_release(config);
+    ucx_check(st, "starting UCX");
+    ucp_worker_params_t wp{};
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+    if (const ucs_status_t ws = ucp_worker_create(context_, &wp, &worker_); ws != UCS_OK) {
+      ucp_cleanup(context_);
+      ucx_check(ws, "creating the UCX worker");
+    }
+    eps_.assign(static_cast<std::size_t>(world_size), nullptr);
+    failed_.assign(static_cast<std::size_t>(world_size), UCS_OK);
+  }
+
+  ~UcxTransport() override {
+    for (auto& [ticket, p] : pending_) {
+      if (p.request != nullptr) {
+        ucp_request_cancel(worker_, p.request);
+        ucp_request_free(p.request);
+      }
+    }
+    for (auto* ep : eps_) {
+      if (ep == nullptr) continue;
+      ucp_request_param_t p{};
+      p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+      p.flags = UCP_EP_CLOSE_FLAG_FORCE;
+      void* req = ucp_ep_close_nbx(ep, &p);
+      if (UCS_PTR_IS_PTR(req)) {
+        while (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+        ucp_request_free(req);
+      }
+    }
+    ucp_worker_destroy(worker_);
+    ucp_cleanup(context_);
+  }
+
+  int rank() const override { return rank_; }
+  int world_size() const override { return world_size_; }
+
+  std::string address() const override {
+    ucp_address_t* addr = nullptr;
+    std::size_t len = 0;
+    ucx_check(ucp_worker_get_address(worker_, &addr, &len), "reading this rank's UCX address");
+    std::string out(reinterpret_cast<const char*>(addr), len);
+    ucp_worker_release_address(worker_, addr);
+    return out;
+  }
+
+  void connect(int peer, const std::string& address) override {
+    check_peer(peer);
+    if (address.empty()) fail(ErrorKind::invalid_argument, "empty address for rank " + std::to_string(peer));
+    // Peer error handling would restrict UCX to transports that detect peer
+    // failure, which excludes shared memory; a dead rank is detected by the
+    // job driver instead. The error handler still records what UCX reports.
+    ucp_ep_params_t ep{};
+    ep.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    ep.address = reinterpret_cast<const ucp_address_t*>(address.data());
+    ep.err_handler.cb = &UcxTransport::on_peer_error;
+    ep.err_handler.arg = &peer_args_.emplace_back(PeerArg{this, peer});
+    ucx_check(ucp_ep_create(worker_, &ep, &eps_[static_cast<std::size_t>(peer)]),
+              "connecting to rank " + std::to_string(peer));
+  }
+
+  std::uint64_t post_send(int peer, const ChunkId& id, ConstBufferPtr buffer) override {
+    check_peer(peer);
+    ucp_ep_h ep = eps_[static_cast<std::size_t>(peer)];
+    if (ep == nullptr) fail(ErrorKind::invalid_argument, "rank " + std::to_string(peer) + " is not connected");
+    raise_if_failed(peer);
+    const std::uint64_t ticket = next_ticket_++;
+    Pending& p = pending_[ticket];
+    p.peer = peer;
+    p.buffer = std::move(buffer);
+    const auto payload = p.buffer->bytes();
+    encode_wire_header(id, p.buffer->descriptor(), payload.size(), p.header);
+    p.iov[0] = {p.header, kWireHeaderBytes};
+    p.iov[1] = {const_cast<std::byte*>(payload.data()), payload.size()};
+    ucp_request_param_t prm{};
+    prm.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
+    prm.datatype = ucp_dt_make_iov();
+    void* req = ucp_tag_send_nbx(ep, p.iov, payload.empty() ? 1 : 2, chunk_tag(rank_), &prm);
+    if (UCS_PTR_IS_ERR(req)) {
+      pending_.erase(ticket);
+      ucx_check(UCS_PTR_STATUS(req), "sending chunk " + id.to_string() + " to rank " + std::to_string(peer));
+    }
+    p.request = req;  // nullptr: completed in place
+    return ticket;
+  }
+
+  void wait(std::uint64_t ticket) override {
+    auto it = pending_.find(ticket);
+    if (it == pending_.end()) return;
+    Pending& p = it->second;
+    ucs_status_t st = UCS_OK;
+    if (p.request != nullptr) {
+      while ((st = ucp_request_check_status(p.request)) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+      ucp_request_free(p.request);
+    }
+    const int peer = p.peer;
+    pending_.erase(it);
+    if (st != UCS_OK) {
+      raise_if_failed(peer);
+      ucx_check(st, "sending to rank " + std::to_string(peer));
+    }
+  }
+
+  ConstBufferPtr receive(int peer, ChunkId& id) override {
+    check_peer(peer);
+    ucp_tag_recv_info_t info{};
+    ucp_tag_message_h msg = nullptr;
+    while ((msg = ucp_tag_probe_nb(worker_, chunk_tag(peer), kTagMask, 1, &info)) == nullptr) {
+      raise_if_failed(peer);
+      ucp_worker_progress(worker_);
+    }
+    if (info.length < kWireHeaderBytes) {
+      fail(ErrorKind::buffer, "message of " + std::to_string(info.length) + " bytes from rank " +
+                                  std::to_string(peer) + " is shorter than a chunk header");
+    }
+    const std::uint64_t nbytes = info.length - kWireHeaderBytes;
+    std::byte header[kWireHeaderBytes];
+    auto storage = Storage::allocate_pooled(nbytes);
+    ucp_dt_iov_t iov[2] = {{header, kWireHeaderBytes}, {storage->data(), nbytes}};
+    ucp_request_param_t prm{};
+    prm.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
+    prm.datatype = ucp_dt_make_iov();
+    void* req = ucp_tag_msg_recv_nbx(worker_, iov, nbytes == 0 ? 1 : 2, msg, &prm);
+    if (UCS_PTR_IS_ERR(req)) ucx_check(UCS_PTR_STATUS(req), "receiving from rank " + std::to_string(peer));
+    ucs_status_t st = UCS_OK;
+    if (req != nullptr) {
+      while ((st = ucp_request_check_status(req)) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+      ucp_request_free(req);
+    }
+    ucx_check(st, "receiving from rank " + std::to_string(peer));
+    std::uint64_t declared = 0;
+    auto [cid, desc] = decode_wire_header(header, declared);
+    if (declared != nbytes) {
+      fail(ErrorKind::buffer, "chunk " + cid.to_string() + " from rank " + std::to_string(peer) + " declares " +
+                                  std::to_string(declared) + " payload bytes but carried " + std::to_string(nbytes));
+    }
+    id = cid;
+    return Buffer::wrap(desc, std::move(storage), 0, nbytes);
+  }
+
+  std::string description() const override {
+    const char* tls = std::getenv("UCX_TLS");
+    return std::string("ucx ") + (tls != nullptr ? tls : "(default transports)");
+  }
+
+ private:
+  struct Pending {
+    int peer = -1;
+    void* request = nullptr;
+    ConstBufferPtr buffer;
+    std::byte header[kWireHeaderBytes];
+    ucp_dt_iov_t iov[2];
+  };
+  struct PeerArg {
+    UcxTransport* self;
+    int peer;
+  };
+
+  static void on_peer_error(void* arg, ucp_ep_h, ucs_status_t status) {
+    auto* a = static_cast<PeerArg*>(arg);
+    a->self->failed_[static_cast<std::size_t>(a->peer)] = status;
+  }
+  void check_peer(int peer) const {
+    if (peer < 0 || peer >= world_size_) {
+      fail(ErrorKind::invalid_argument, "rank " + std::to_string(peer) + " is not inside a world of " +
+                                            std::to_string(world_size_));
+    }
+  }
+  void raise_if_failed(int peer) const {
+    const ucs_status_t st = failed_[static_cast<std::size_t>(peer)];
+    if (st != UCS_OK) {
+      fail(ErrorKind::io, "rank " + std::to_string(peer) + " is unreachable: " + ucs_status_string(st));
+    }
+  }
+
+  int rank_, world_size_;
+  ucp_context_h context_ = nullptr;
+  ucp_worker_h worker_ = nullptr;
+  std::vector<ucp_ep_h> eps_;
+  std::vector<ucs_status_t> failed_;
+  std::deque<PeerArg> peer_args_;  // stable addresses: UCX keeps pointers to them
+  std::unordered_map<std::uint64_t, Pending> pending_;
+  std::uint64_t next_ticket_ = 1;
+};
+
+}  // namespace
+
+void encode_wire_header(const ChunkId& id, const Descriptor& desc, std::uint64_t nbytes, std::byte* out) {
+  std::memset(out, 0, kWireHeaderBytes);
+  put<std::uint32_t>(out, 0, kMagic);
+  put<std::uint16_t>(out, 4, kWireVersion);
+  put<std::uint8_t>(out, 6, static_cast<std::uint8_t>(desc.scalar));
+  put<std::uint8_t>(out, 7, desc.rank);
+  put<std::int32_t>(out, 8, id.step);
+  put<std::int32_t>(out, 12, id.level);
+  put<std::int32_t>(out, 16, id.field);
+  put<std::int32_t>(out, 20, id.version);
+  put<std::int32_t>(out, 24, id.block);
+  put<std::uint64_t>(out, 32, nbytes);
+  for (int a = 0; a < kMaxRank; ++a) {
+    put<std::uint64_t>(out, 40 + 8 * static_cast<std::size_t>(a), desc.extents[static_cast<std::size_t>(a)]);
+    put<std::int64_t>(out, 72 + 8 * static_cast<std::size_t>(a), desc.strides[static_cast<std::size_t>(a)]);
+  }
+}
+
+std::pair<ChunkId, Descriptor> decode_wire_header(const std::byte* in, std::uint64_t& nbytes) {
+  if (get<std::uint32_t>(in, 0) != kMagic) fail(ErrorKind::buffer, "chunk message without the chunk header magic");
+  if (get<std::uint16_t>(in, 4) != kWireVersion) {
+    fail(ErrorKind::buffer, "chunk header version " + std::to_string(get<std::uint16_t>(in, 4)) +
+                                " is not supported (expected " + std::to_string(kWireVersion) + ")");
+  }
+  Descriptor d;
+  const auto scalar = get<std::uint8_t>(in, 6);
+  if (scalar > static_cast<std::uint8_t>(ScalarType::f64)) fail(ErrorKind::buffer, "chunk header has an unknown dtype");
+  d.scalar = static_cast<ScalarType>(scalar);
+  d.rank = get<std::uint8_t>(in, 7);
+  if (d.rank < 1 || d.rank > kMaxRank) fail(ErrorKind::buffer, "chunk header has rank " + std::to_string(d.rank));
+  const auto level = get<std::int32_t>(in, 12);
+  if (level < INT16_MIN || level > INT16_MAX) fail(ErrorKind::buffer, "chunk header level out of range");
+  ChunkId id{get<std::int32_t>(in, 8), static_cast<std::int16_t>(level), get<std::int32_t>(in, 16),
+             get<std::int32_t>(in, 20), get<std::int32_t>(in, 24)};
+  nbytes = get<std::uint64_t>(in, 32);
+  for (int a = 0; a < kMaxRank; ++a) {
+    d.extents[static_cast<std::size_t>(a)] = get<std::uint64_t>(in, 40 + 8 * static_cast<std::size_t>(a));
+    d.strides[static_cast<std::size_t>(a)] = get<std::int64_t>(in, 72 + 8 * static_cast<std::size_t>(a));
+  }
+  d.validate(nbytes);
+  return {id, d};
+}
+
+std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size) {
+  return std::make_unique<UcxTransport>(rank, world_size);
+}
+
+}  // namespace kangaroo
