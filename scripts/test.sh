@@ -11,7 +11,7 @@
 #   --keep-going   run the remaining phases after one fails (default: stop)
 #   --phases LIST  comma-separated subset of: main,asan,fuzz,pytest
 # Environment:
-#   FUZZ_SECONDS   run time per fuzz target (default 20)
+#   FUZZ_SECONDS   run time per fuzz target (default 10)
 #   BUILD_JOBS     build parallelism (default 2)
 #   CTEST_JOBS     test parallelism (default 2)
 # Exits non-zero when any phase fails.
@@ -21,7 +21,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 python=/usr/bin/python3
-fuzz_seconds="${FUZZ_SECONDS:-20}"
+fuzz_seconds="${FUZZ_SECONDS:-10}"
 ctest_jobs="${CTEST_JOBS:-2}"
 export BUILD_JOBS="${BUILD_JOBS:-2}"
 
@@ -68,7 +68,8 @@ phase_main() {
 }
 
 phase_asan() {
-  BUILD_DIR=build-asan bash scripts/build.sh \
+  # Only the unit-test binaries: the Python tests use the main build.
+  BUILD_DIR=build-asan BUILD_TARGETS_MATCHING='_test$' bash scripts/build.sh \
     -DCMAKE_BUILD_TYPE=Debug \
     -DKANGAROO_SANITIZE=ON \
     -DKANGAROO_CUDA=OFF \
@@ -80,7 +81,7 @@ phase_asan() {
 }
 
 phase_fuzz() {
-  BUILD_DIR=build-fuzz bash scripts/build.sh \
+  BUILD_DIR=build-fuzz BUILD_TARGETS_MATCHING='^fuzz_' bash scripts/build.sh \
     -DKANGAROO_BUILD_FUZZ=ON \
     -DCMAKE_CXX_COMPILER=clang++-14 \
     -DCMAKE_C_COMPILER=clang-14 \

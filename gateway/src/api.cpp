@@ -32,7 +32,7 @@ const KernelRegistry& registry() {
 Reply json_reply(int status, const json& body) {
   Reply r;
   r.status = status;
-  r.body = body.dump();
+  r.body = dump_json(body);
   return r;
 }
 
@@ -324,7 +324,7 @@ Reply Api::submit(const std::string& tenant, const Request& req) {
   JobSpec spec;
   spec.dataset_uri = body["dataset"].get<std::string>();
   spec.dataset_path = "amrex://" + roots_.resolve(spec.dataset_uri).string();
-  spec.plan_text = body["plan"].dump();
+  spec.plan_text = dump_json(body["plan"]);
   try {
     (void)prepare_plan(decode_plan(spec.plan_text), registry());
   } catch (const PlanError& e) {
@@ -334,7 +334,7 @@ Reply Api::submit(const std::string& tenant, const Request& req) {
   }
   if (body.contains("runmeta") && !body["runmeta"].is_null()) {
     if (!body["runmeta"].is_object()) throw ApiError(400, "bad_request", "'runmeta' must be an object");
-    spec.runmeta_text = body["runmeta"].dump();
+    spec.runmeta_text = dump_json(body["runmeta"]);
     try {
       validate_runmeta(decode_runmeta(spec.runmeta_text));
     } catch (const PlanError& e) {

@@ -24,4 +24,11 @@ class ApiError : public std::runtime_error {
   nlohmann::json issues_;
 };
 
+// JSON text for replies and records. Messages can carry bytes from clients or
+// from a worker's stderr that are not UTF-8; they are replaced (U+FFFD) rather
+// than making serialisation throw.
+inline std::string dump_json(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace kangaroo::gateway

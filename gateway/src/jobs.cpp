@@ -186,7 +186,7 @@ JobStore::~JobStore() { stop(); }
 fs::path JobStore::job_dir(const std::string& id) const { return opt_.state_dir / "jobs" / id; }
 fs::path JobStore::results_dir(const std::string& id) const { return job_dir(id) / "results"; }
 
-void JobStore::persist(const JobRecord& rec) const { write_atomic(job_dir(rec.id) / "job.json", rec.to_storage().dump(1)); }
+void JobStore::persist(const JobRecord& rec) const { write_atomic(job_dir(rec.id) / "job.json", dump_json(rec.to_storage(), 1)); }
 
 void JobStore::load_existing() {
   std::vector<JobRecord> requeue;
@@ -276,7 +276,7 @@ std::pair<JobRecord, bool> JobStore::submit(const std::string& tenant, const std
   fs::create_directories(dir);
   json request = spec_to_json(spec);
   request["record"] = rec.to_storage();
-  write_atomic(dir / "request.json", request.dump(), /*durable=*/true);  // acknowledged from here on
+  write_atomic(dir / "request.json", dump_json(request), /*durable=*/true);  // acknowledged from here on
   persist(rec);
   jobs_[rec.id].rec = rec;
   if (!key.empty()) by_key_[{tenant, key}] = rec.id;
@@ -508,7 +508,7 @@ void JobStore::run_job(const std::string& id, WorkerProc& proc) {
     json args = json::array();
     const auto argv = worker_argv(id, spec);
     for (std::size_t i = 1; i < argv.size(); ++i) args.push_back(argv[i]);
-    line = args.dump() + "\n";
+    line = dump_json(args) + "\n";
   }
   {
     std::lock_guard lock(mu_);

@@ -4,6 +4,8 @@
 
 #include "server.h"
 
+#include "api_error.h"
+
 #include <openssl/ssl.h>
 
 #include <boost/asio.hpp>
@@ -145,7 +147,7 @@ asio::awaitable<bool> write_file(Stream& stream, const Reply& r, unsigned versio
 }
 
 std::string sse(const char* event, const nlohmann::json& data) {
-  return std::string("event: ") + event + "\ndata: " + data.dump() + "\n\n";
+  return std::string("event: ") + event + "\ndata: " + dump_json(data) + "\n\n";
 }
 
 asio::awaitable<bool> write_events(Stream& stream, Shared& sh, const Reply& r, unsigned version, bool keep_alive) {

@@ -313,6 +313,10 @@ TEST(Api, RejectsBadSubmissions) {
   EXPECT_NE(err.at("message").get<std::string>().find("stage 0"), std::string::npos) << err.dump();
   EXPECT_EQ(f.call("DELETE", "/v1/jobs").status, 405);
   EXPECT_EQ(f.call("GET", "/v2/jobs").status, 404);
+  // Bytes that are not UTF-8 end up in the message: replaced, never a throw.
+  const Reply odd = f.call("GET", "/v1/jobs/\xf5\xf5x");
+  EXPECT_EQ(odd.status, 404);
+  EXPECT_TRUE(json::accept(odd.body)) << odd.body;
   EXPECT_EQ(f.call("GET", "/v1/datasets/metadata").status, 400);
   EXPECT_EQ(f.call("GET", "/v1/datasets/metadata?uri=%2E%2E%2Fx").status, 400);
   EXPECT_EQ(f.call("GET", "/v1/datasets/metadata?uri=%zz").status, 400);
