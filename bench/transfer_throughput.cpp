@@ -25,28 +25,6 @@ using namespace kangaroo;
 
 namespace {
 
-void write_blob(int fd, const std::string& s) {
-  const std::uint64_t n = s.size();
-  if (::write(fd, &n, sizeof n) != static_cast<ssize_t>(sizeof n) ||
-      ::write(fd, s.data(), s.size()) != static_cast<ssize_t>(s.size())) {
-    std::perror("write");
-    std::exit(1);
-  }
-}
-
-std::string read_blob(int fd) {
-  std::uint64_t n = 0;
-  if (::read(fd, &n, sizeof n) != static_cast<ssize_t>(sizeof n)) return {};
-  std::string s(n, '\0');
-  std::size_t got = 0;
-  while (got < n) {
-    const ssize_t r = ::read(fd, s.data() + got, n - got);
-    if (r <= 0) return {};
-    got += static_cast<std::size_t>(r);
-  }
-  return s;
-}
-
 std::vector<std::uint64_t> parse_sizes(const std::string& text) {
   std::vector<std::uint64_t> out;
   std::stringstream in(text);
@@ -79,8 +57,7 @@ int main(int argc, char** argv) {
   ::close(rank == 0 ? sv[1] : sv[0]);
   try {
     auto t = make_ucx_transport(rank, 2);
-    write_blob(fd, t->address());
-    t->connect(1 - rank, read_blob(fd));
+    t->connect(1 - rank, exchange_address(fd, t->address()));
     for (const auto size : sizes) {
       const std::uint64_t count = std::max<std::uint64_t>(16, per_size / size);
       const std::uint64_t warm = std::max<std::uint64_t>(4, count / 10);

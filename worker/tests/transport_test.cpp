@@ -3,6 +3,7 @@
 // memory and on TCP, and the wire header rejects what it must.
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <csignal>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -17,25 +18,6 @@
 
 namespace kangaroo {
 namespace {
-
-void write_blob(int fd, const std::string& s) {
-  const std::uint64_t n = s.size();
-  ASSERT_EQ(::write(fd, &n, sizeof n), static_cast<ssize_t>(sizeof n));
-  ASSERT_EQ(::write(fd, s.data(), s.size()), static_cast<ssize_t>(s.size()));
-}
-
-std::string read_blob(int fd) {
-  std::uint64_t n = 0;
-  if (::read(fd, &n, sizeof n) != static_cast<ssize_t>(sizeof n)) return {};
-  std::string s(n, '\0');
-  std::size_t got = 0;
-  while (got < n) {
-    const ssize_t r = ::read(fd, s.data() + got, n - got);
-    if (r <= 0) return {};
-    got += static_cast<std::size_t>(r);
-  }
-  return s;
-}
 
 // Deterministic content so both sides can check it.
 BufferPtr pattern(const Descriptor& d, int seed) {
@@ -71,8 +53,7 @@ void round_trip(const char* tls) {
     int rc = 0;
     try {
       auto t = make_ucx_transport(1, 2);
-      write_blob(sv[1], t->address());
-      t->connect(0, read_blob(sv[1]));
+      t->connect(0, exchange_address(sv[1], t->address()));
       for (std::size_t i = 0; i < cases().size(); ++i) {
         ChunkId id;
         auto b = t->receive(0, id);
@@ -89,9 +70,8 @@ void round_trip(const char* tls) {
   ::close(sv[1]);
   {
     auto t = make_ucx_transport(0, 2);
-    const std::string peer = read_blob(sv[0]);
+    const std::string peer = exchange_address(sv[0], t->address());
     ASSERT_FALSE(peer.empty());
-    write_blob(sv[0], t->address());
     t->connect(1, peer);
     std::vector<std::uint64_t> tickets;
     int seed = 0;
@@ -139,6 +119,15 @@ TEST(WireHeader, EncodesAndRejects) {
   EXPECT_THROW(decode_wire_header(bad, n), Error);  // rank
   encode_wire_header(ChunkId{}, d, 40, bad);
   EXPECT_THROW(decode_wire_header(bad, n), Error);  // bytes disagree with the descriptor
+}
+
+TEST(AddressExchange, FailsWhenThePeerIsGone) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  ::close(sv[1]);
+  ::signal(SIGPIPE, SIG_IGN);
+  EXPECT_THROW(exchange_address(sv[0], "addr"), Error);
+  ::close(sv[0]);
 }
 
 TEST(UcxTransport, RejectsBadRanks) {

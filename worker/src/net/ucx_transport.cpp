@@ -1,4 +1,7 @@
 #include <ucp/api/ucp.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdint>
 #include <cstdlib>
@@ -278,6 +281,38 @@ std::pair<ChunkId, Descriptor> decode_wire_header(const std::byte* in, std::uint
   }
   d.validate(nbytes);
   return {id, d};
+}
+
+std::string exchange_address(int fd, const std::string& mine) {
+  auto write_all = [fd](const void* data, std::size_t n) {
+    const auto* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t w = ::write(fd, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) fail(ErrorKind::io, std::string("address exchange: write failed: ") + std::strerror(errno));
+      p += w;
+      n -= static_cast<std::size_t>(w);
+    }
+  };
+  auto read_all = [fd](void* data, std::size_t n) {
+    auto* p = static_cast<char*>(data);
+    while (n > 0) {
+      const ssize_t r = ::read(fd, p, n);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) fail(ErrorKind::io, "address exchange: the peer closed the stream");
+      p += r;
+      n -= static_cast<std::size_t>(r);
+    }
+  };
+  const std::uint64_t n = mine.size();
+  write_all(&n, sizeof n);
+  write_all(mine.data(), mine.size());
+  std::uint64_t m = 0;
+  read_all(&m, sizeof m);
+  if (m == 0 || m > (std::uint64_t{1} << 20)) fail(ErrorKind::io, "address exchange: implausible address length");
+  std::string theirs(m, '\0');
+  read_all(theirs.data(), m);
+  return theirs;
 }
 
 std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size) {

@@ -45,6 +45,11 @@ class Transport {
   virtual std::string description() const = 0;
 };
 
+// Out-of-band address swap over a connected stream socket or pipe pair (a
+// launcher's socketpair between local ranks): writes `mine` length-prefixed,
+// reads the peer's. Throws Error(io) when the stream breaks.
+std::string exchange_address(int fd, const std::string& mine);
+
 // UCX tag-matching transport. Throws Error(io) when UCX cannot start.
 std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size);
 
