@@ -134,7 +134,7 @@ Reply Api::error_reply(int status, const std::string& kind, const std::string& m
   return json_reply(status, {{"error", {{"kind", kind}, {"message", message}}}});
 }
 
-std::string Api::route_of(const std::string& method, const std::string& target) {
+std::string Api::route_of(const std::string& target) {
   const auto parts = split_path(std::string_view(target).substr(0, target.find('?')));
   const std::size_t n = parts.size();
   if (n == 1 && (parts[0] == "healthz" || parts[0] == "metrics")) return "/" + parts[0];
@@ -147,7 +147,6 @@ std::string Api::route_of(const std::string& method, const std::string& target) 
     return "/v1/jobs/{id}/" + parts[3];
   }
   if (n == 5 && parts[3] == "results") return "/v1/jobs/{id}/results/{name}";
-  (void)method;
   return "other";
 }
 

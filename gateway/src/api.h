@@ -55,7 +55,7 @@ class Api {
   // Never throws: every failure becomes an error reply.
   Reply handle(const Request& req);
   // Route label for metrics ("/v1/jobs/{id}" style); unknown paths -> "other".
-  static std::string route_of(const std::string& method, const std::string& target);
+  static std::string route_of(const std::string& target);
   JobStore& jobs() { return jobs_; }
   // Error body of docs/api.md.
   static Reply error_reply(int status, const std::string& kind, const std::string& message);

@@ -258,7 +258,7 @@ asio::awaitable<void> session(Stream stream, Shared& sh) {
     const bool keep_alive = msg.keep_alive();
     const unsigned version = msg.version();
     Reply r = sh.api.handle(req);
-    const std::string route = Api::route_of(req.method, req.target);
+    const std::string route = Api::route_of(req.target);
     bool ok = false;
     switch (r.kind) {
       case Reply::Kind::buffer: ok = co_await write_buffer(stream, r, version, keep_alive); break;
