@@ -103,22 +103,33 @@ TEST(UcxTransport, RoundTripTcp) { round_trip("tcp,self"); }
 TEST(WireHeader, EncodesAndRejects) {
   const std::uint64_t ext[] = {2, 3};
   const Descriptor d = Descriptor::c_order(ScalarType::f64, ext);
+  auto buf = Buffer::allocate(d, InitPolicy::zero);
   std::byte h[kWireHeaderBytes];
-  encode_wire_header(ChunkId{4, 2, 11, 1, 77}, d, 48, h);
-  std::uint64_t n = 0;
-  auto [id, back] = decode_wire_header(h, n);
-  EXPECT_EQ(id, (ChunkId{4, 2, 11, 1, 77}));
-  EXPECT_TRUE(back.same_layout(d));
-  EXPECT_EQ(n, 48u);
+  encode_wire_header(ChunkId{4, 2, 11, 1, 77}, *buf, h);
+  WireChunk w = decode_wire_header(h);
+  EXPECT_EQ(w.id, (ChunkId{4, 2, 11, 1, 77}));
+  EXPECT_TRUE(w.desc.same_layout(d));
+  EXPECT_EQ(w.nbytes, 48u);
+  EXPECT_FALSE(w.nonzero.has_value());
+  // The footprint hint of a partial image travels with it.
+  buf->set_nonzero_rect({0, 1, 1, 3});
+  encode_wire_header(ChunkId{4, 2, 11, 1, 77}, *buf, h);
+  w = decode_wire_header(h);
+  ASSERT_TRUE(w.nonzero.has_value());
+  EXPECT_EQ(*w.nonzero, (NonzeroRect{0, 1, 1, 3}));
   std::byte bad[kWireHeaderBytes];
   std::memcpy(bad, h, sizeof h);
   bad[0] = std::byte{0};
-  EXPECT_THROW(decode_wire_header(bad, n), Error);  // magic
+  EXPECT_THROW(decode_wire_header(bad), Error);  // magic
   std::memcpy(bad, h, sizeof h);
   bad[7] = std::byte{9};
-  EXPECT_THROW(decode_wire_header(bad, n), Error);  // rank
-  encode_wire_header(ChunkId{}, d, 40, bad);
-  EXPECT_THROW(decode_wire_header(bad, n), Error);  // bytes disagree with the descriptor
+  EXPECT_THROW(decode_wire_header(bad), Error);  // rank
+  std::memcpy(bad, h, sizeof h);
+  bad[112] = std::byte{7};  // row_end 7 > 2 rows
+  EXPECT_THROW(decode_wire_header(bad), Error);
+  std::memcpy(bad, h, sizeof h);
+  bad[32] = std::byte{40};  // bytes disagree with the descriptor
+  EXPECT_THROW(decode_wire_header(bad), Error);
 }
 
 TEST(AddressExchange, FailsWhenThePeerIsGone) {

@@ -4,7 +4,12 @@
 // files, output directory in the way); 2 invalid plan or run metadata; 3 the
 // run failed while executing.
 #include <malloc.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -27,6 +32,7 @@
 #include "kangaroo/exec/executor.h"
 #include "kangaroo/gpu/device.h"
 #include "kangaroo/kernels/register.h"
+#include "kangaroo/net/cluster.h"
 
 namespace fs = std::filesystem;
 using namespace kangaroo;
@@ -42,6 +48,8 @@ const char* kUsage =
     "                      [--seed DIR]... [--field ID=NAME | --field ID=#COMP]...\n"
     "                      [--event-log PATH] [--threads N] [--window N]\n"
     "                      [--output FIELD[:VERSION]]... [--all-outputs] [--progress] [--run-id ID]\n"
+    "                      [--ranks N | --rank R --world-size N --coordinator HOST:PORT]\n"
+    "                      [--connect-timeout SECONDS]\n"
     "  kangaroo-worker metadata --dataset URI [--runmeta-out FILE]\n"
     "  kangaroo-worker serve   (JSON argument arrays on stdin, one run per line)\n"
     "  kangaroo-worker kernels [--json]\n"
@@ -55,7 +63,13 @@ const char* kUsage =
     "field ID as the variable NAME (or component COMP) of a plotfile. --runmeta may\n"
     "be left out for amrex:// datasets: the run metadata is synthesized from the plotfile.\n"
     "metadata prints the dataset's metadata as JSON; --runmeta-out also writes the\n"
-    "synthesized RunMeta.\n";
+    "synthesized RunMeta.\n"
+    "\n"
+    "Several ranks: --ranks N starts N-1 more ranks of this run as local processes.\n"
+    "On separate hosts or pods, start the same command on every rank with --rank R\n"
+    "--world-size N --coordinator HOST:PORT (rank 0 listens there; also from\n"
+    "KANGAROO_RANK, KANGAROO_WORLD_SIZE, KANGAROO_COORDINATOR). Rank 0 writes the\n"
+    "results; --event-log PATH becomes PATH.rank<R> on the other ranks.\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -209,6 +223,113 @@ int parse_positive(const std::string& flag, const std::string& v) {
   }
 }
 
+int parse_rank(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t used = 0;
+    const int n = std::stoi(v, &used);
+    if (used != v.size() || n < 0) throw std::invalid_argument(v);
+    return n;
+  } catch (const std::exception&) {
+    throw UsageError(flag + " expects a non-negative integer, got '" + v + "'");
+  }
+}
+
+// Child ranks of a local multi-rank run (--ranks N).
+class LocalRanks {
+ public:
+  ~LocalRanks() { stop(); }
+
+  // Starts ranks 1..world-1 of this command; they join rank 0 at `port`.
+  void start(const std::vector<std::string>& run_args, int world, int port) {
+    for (int r = 1; r < world; ++r) {
+      std::vector<std::string> argv = {"kangaroo-worker", "run"};
+      argv.insert(argv.end(), run_args.begin(), run_args.end());
+      for (const std::string& x : {std::string("--rank"), std::to_string(r), std::string("--world-size"),
+                                   std::to_string(world), std::string("--coordinator"),
+                                   "127.0.0.1:" + std::to_string(port)}) {
+        argv.push_back(x);
+      }
+      const pid_t parent = ::getpid();
+      const pid_t pid = ::fork();
+      if (pid < 0) fail(ErrorKind::io, "cannot start rank " + std::to_string(r) + ": fork failed");
+      if (pid == 0) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(1);
+        ::dup2(2, 1);  // stdout may carry a launcher protocol (serve)
+        std::FILE* null_in = std::freopen("/dev/null", "r", stdin);
+        (void)null_in;
+        std::vector<char*> cargv;
+        for (auto& a : argv) cargv.push_back(a.data());
+        cargv.push_back(nullptr);
+        ::execv("/proc/self/exe", cargv.data());
+        std::perror("kangaroo-worker: cannot start a rank");
+        ::_exit(127);
+      }
+      children_.push_back({r, pid});
+    }
+  }
+
+  // Throws when a child rank already exited (it cannot join any more).
+  void check() {
+    for (auto& c : children_) {
+      if (c.pid <= 0) continue;
+      int status = 0;
+      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+        c.pid = -1;
+        fail(ErrorKind::io, "rank " + std::to_string(c.rank) + " exited (" + describe(status) +
+                                ") before joining the job; its messages are above");
+      }
+    }
+  }
+
+  // Waits for every child; returns the first failure, if any.
+  std::string wait_all(double timeout_s) {
+    std::string failure;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(timeout_s * 1000));
+    for (auto& c : children_) {
+      if (c.pid <= 0) continue;
+      int status = 0;
+      pid_t got = 0;
+      while ((got = ::waitpid(c.pid, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      if (got == 0) {
+        ::kill(c.pid, SIGKILL);
+        ::waitpid(c.pid, &status, 0);
+      }
+      c.pid = -1;
+      if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0) && failure.empty()) {
+        failure = "rank " + std::to_string(c.rank) + " " + describe(status);
+      }
+    }
+    return failure;
+  }
+
+  void stop() {
+    for (auto& c : children_) {
+      if (c.pid > 0) ::kill(c.pid, SIGKILL);
+    }
+    wait_all(5.0);
+  }
+
+ private:
+  static std::string describe(int status) {
+    if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+    if (WIFSIGNALED(status)) return std::string("was killed by signal ") + ::strsignal(WTERMSIG(status));
+    return "ended";
+  }
+  struct Child {
+    int rank;
+    pid_t pid;
+  };
+  std::vector<Child> children_;
+};
+
+const char* env_or_null(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : nullptr;
+}
+
 int cmd_run(const std::vector<std::string>& args) {
   std::string plan_path, runmeta_path, dataset_uri, out_dir, event_log, run_id = "run";
   std::vector<std::string> seeds;
@@ -217,6 +338,13 @@ int cmd_run(const std::vector<std::string>& args) {
   bool all_outputs = false;
   bool progress = false;
   ExecOptions opt;
+  int local_ranks = 0;
+  ClusterOptions cluster;
+  bool joined_flags = false;
+  std::vector<std::string> child_args;  // what local child ranks run with
+  if (const char* v = env_or_null("KANGAROO_RANK")) cluster.rank = parse_rank("KANGAROO_RANK", v), joined_flags = true;
+  if (const char* v = env_or_null("KANGAROO_WORLD_SIZE")) cluster.world_size = parse_positive("KANGAROO_WORLD_SIZE", v);
+  if (const char* v = env_or_null("KANGAROO_COORDINATOR")) cluster.coordinator = v;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&]() -> std::string {
@@ -236,13 +364,43 @@ int cmd_run(const std::vector<std::string>& args) {
     else if (a == "--all-outputs") all_outputs = true;
     else if (a == "--progress") progress = true;
     else if (a == "--run-id") run_id = value();
+    else if (a == "--ranks") {
+      local_ranks = parse_positive(a, value());
+      continue;
+    } else if (a == "--rank") cluster.rank = parse_rank(a, value()), joined_flags = true;
+    else if (a == "--world-size") cluster.world_size = parse_positive(a, value());
+    else if (a == "--coordinator") cluster.coordinator = value();
+    else if (a == "--connect-timeout") cluster.connect_timeout_s = parse_positive(a, value());
     else throw UsageError("run: unexpected argument '" + a + "'");
   }
+  // Local child ranks run the same command without the topology flags.
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--ranks" || args[i] == "--rank" || args[i] == "--world-size" || args[i] == "--coordinator") {
+      ++i;
+      continue;
+    }
+    child_args.push_back(args[i]);
+  }
+  if (local_ranks > 0 && (joined_flags || cluster.world_size > 1)) {
+    throw UsageError("--ranks starts a local job; it cannot be combined with --rank/--world-size");
+  }
+  if (local_ranks > 0) cluster.world_size = local_ranks;
+  if (cluster.rank >= cluster.world_size) {
+    throw UsageError("--rank " + std::to_string(cluster.rank) + " is outside --world-size " +
+                     std::to_string(cluster.world_size));
+  }
+  if (cluster.world_size > 1 && local_ranks == 0 && cluster.coordinator.empty()) {
+    throw UsageError("--world-size " + std::to_string(cluster.world_size) +
+                     " needs --coordinator HOST:PORT (where rank 0 listens)");
+  }
+  const bool writes_results = cluster.rank == 0;
+  opt.rank = cluster.rank;
+  opt.world_size = cluster.world_size;
   if (plan_path.empty() || dataset_uri.empty() || out_dir.empty()) {
     throw UsageError("run: --plan, --dataset and --out are required");
   }
   std::error_code ec;
-  if (fs::exists(out_dir, ec) && !(fs::is_directory(out_dir, ec) && fs::is_empty(out_dir, ec))) {
+  if (writes_results && fs::exists(out_dir, ec) && !(fs::is_directory(out_dir, ec) && fs::is_empty(out_dir, ec))) {
     throw UsageError("output directory '" + out_dir + "' already exists and is not empty; choose a new --out");
   }
 
@@ -288,6 +446,7 @@ int cmd_run(const std::vector<std::string>& args) {
     return 2;
   }
 
+  if (!event_log.empty() && cluster.rank > 0) event_log += ".rank" + std::to_string(cluster.rank);
   auto log = EventLog::open(event_log, opt.rank);
   opt.event_log = log.get();
   opt.run_id = run_id;
@@ -306,6 +465,33 @@ int cmd_run(const std::vector<std::string>& args) {
     };
   }
 
+  // Joins the other ranks (after this rank validated everything, so a bad
+  // plan fails before any rank waits for another).
+  LocalRanks children;
+  std::unique_ptr<RankLink> link;
+  const std::string who = cluster.world_size > 1 ? "rank " + std::to_string(cluster.rank) + ": " : "";
+  if (cluster.world_size > 1) {
+    try {
+      if (local_ranks > 1) {
+        const auto [fd, port] = listen_coordinator("127.0.0.1:0");
+        cluster.listen_fd = fd;
+        children.start(child_args, local_ranks, port);
+        cluster.while_waiting = [&children] { children.check(); };
+        struct Closer {
+          int fd;
+          ~Closer() { ::close(fd); }
+        } closer{fd};
+        link = join_cluster(cluster);
+      } else {
+        link = join_cluster(cluster);
+      }
+    } catch (const Error& e) {
+      std::cerr << who << "cannot start the job: " << e.what() << "\n";
+      return 3;
+    }
+    opt.link = link.get();
+  }
+
   Session session(dataset);
   RunStats stats;
   const double t0 = EventLog::now();
@@ -314,10 +500,24 @@ int cmd_run(const std::vector<std::string>& args) {
     stats = session.run(prepared, meta, opt);
   } catch (const Error& e) {
     if (log) log->phase("execute", "runtime", "error", t0, EventLog::now());
-    std::cerr << "run failed: " << e.what() << "\n";
+    std::cerr << who << "run failed: " << e.what() << "\n";
+    link.reset();
+    if (local_ranks > 1) children.wait_all(10.0);
     return 3;
   }
   if (log) log->phase("execute", "runtime", "end", t0, EventLog::now());
+  link.reset();
+  if (local_ranks > 1) {
+    const std::string failure = children.wait_all(30.0);
+    if (!failure.empty()) {
+      std::cerr << "run failed: " << failure << " after the job finished\n";
+      return 3;
+    }
+  }
+  if (!writes_results) {
+    std::cerr << who << "run ok: " << stats.tasks_run << " task(s) in " << stats.seconds << " s\n";
+    return 0;
+  }
 
   // Outputs become visible only as a whole: write into a staging directory
   // and rename it into place (LIFE-2).
@@ -358,6 +558,7 @@ int cmd_run(const std::vector<std::string>& args) {
                              {"tasks_total", stats.tasks_total},
                              {"tasks_run", stats.tasks_run},
                              {"stages_run", stats.stages_run},
+                             {"ranks", cluster.world_size},
                              {"seconds", stats.seconds},
                              {"chunks", chunks}};
   const std::string text = manifest.dump(2) + "\n";

@@ -125,6 +125,13 @@ struct Executor::Impl {
     std::int64_t outstanding = 0;
     std::int64_t parked = 0;  // tasks of this stage waiting for a chunk
     bool expanded = false;
+    // Multi-rank: this rank ran all its tasks of the stage and waits for
+    // rank 0's barrier (and the chunks it announces).
+    bool local_done = false;
+    bool barrier_known = false;
+    std::uint64_t expected = 0;  // chunks of this stage addressed here
+    std::uint64_t received = 0;
+    std::vector<std::uint64_t> sent;  // chunks of this stage pushed per rank
   };
   std::vector<StageState> stages;
   std::vector<std::vector<TemplateInfo>> infos;
@@ -149,6 +156,35 @@ struct Executor::Impl {
   RunStats stats;
   std::uint64_t done_tasks = 0;
   std::size_t window = 0;
+
+  // Multi-rank state (OWN-1..4).
+  RankLink* link = nullptr;
+  int me = 0;
+  int world = 1;
+  std::size_t awaiting_barrier = 0;
+  bool peer_failed = false;
+  // Every task (on any rank) that reads a chunk the plan produces. When a
+  // chunk is published, the readers still to run are those of unfinished
+  // stages other than the producing task itself (a reduction round may
+  // rewrite the identity it read, RED-9); with none left it is a result,
+  // which goes to rank 0.
+  struct ReaderRef {
+    std::int32_t rank;
+    std::int32_t stage;
+    std::int32_t tmpl;
+    std::int64_t index;
+  };
+  std::unordered_map<ChunkId, std::vector<ReaderRef>, ChunkIdHash> readers;
+  static constexpr std::uint32_t kResultFlag = 0x80000000u;
+
+  struct LinkEvents final : RankEvents {
+    Impl* impl = nullptr;
+    void on_chunk(int from, const ChunkId& id, ConstBufferPtr value, std::int32_t stage) override {
+      impl->received_chunk(from, id, std::move(value), stage);
+    }
+    void on_stage_done(std::int32_t stage, std::uint64_t expected) override { impl->barrier(stage, expected); }
+    void on_abort(const std::string& why) override { impl->aborted(why); }
+  } link_events;
 
   Impl(const PreparedPlan& p, const RunMeta& m, Dataset* d, ChunkStore& s, ExecOptions o)
       : prepared(p), plan(p.plan), meta(m), dataset(d), store(s), opt(std::move(o)) {}
@@ -258,6 +294,18 @@ struct Executor::Impl {
     return tm.domain.blocks ? (*tm.domain.blocks)[static_cast<std::size_t>(index)] : static_cast<std::int32_t>(index);
   }
 
+  // OWN-3: a chunk task runs on the home rank of its first input chunk (or
+  // of its first output without inputs), a graph task on its output's.
+  int place(const TemplateInfo& info, std::int32_t block) const {
+    if (world == 1) return 0;
+    const TaskTemplate& tm = *info.tmpl;
+    if (tm.plane == Plane::chunk && !info.inputs.empty()) {
+      const InputPlan& ip = info.inputs.front();
+      return home_rank(ip.step, ip.level, ip.mode == BlockMode::fixed_block ? ip.fixed : block, world);
+    }
+    return home_rank(tm.domain.step, tm.domain.level, block, world);
+  }
+
   // Appends the chunk identities a task reads, in kernel order (RED-5),
   // then its neighbor reads. Returns false for an empty graph group.
   // Returns how many of the appended reads are template inputs and neighbor
@@ -346,14 +394,27 @@ struct Executor::Impl {
         for (std::int64_t i = 0; i < probe.task_count; ++i) {
           ids.clear();
           const std::int32_t block = task_block(probe, i);
+          const int owner = place(probe, block);
+          if (owner == me) ++stats.tasks_total;
           try {
             task_reads(static_cast<int>(s), static_cast<int>(t), probe, i, block, ids, nullptr);
           } catch (const Error&) {
             continue;  // reported when the task runs
           }
-          for (const auto& id : ids) ++counts[id].remaining;
+          if (owner == me) {
+            for (const auto& id : ids) ++counts[id].remaining;
+          }
+          if (world > 1) {
+            for (const auto& id : ids) {
+              if (!plan_produces(id, false)) continue;
+              auto& rs = readers[id];
+              const ReaderRef ref{owner, static_cast<std::int32_t>(s), static_cast<std::int32_t>(t), i};
+              if (rs.empty() || rs.back().stage != ref.stage || rs.back().tmpl != ref.tmpl || rs.back().index != i) {
+                rs.push_back(ref);
+              }
+            }
+          }
         }
-        stats.tasks_total += static_cast<std::uint64_t>(probe.task_count);
       }
     }
   }
@@ -366,12 +427,15 @@ struct Executor::Impl {
     }
   }
 
-  bool may_produce(const ChunkId& id) const {
+  bool may_produce(const ChunkId& id) const { return plan_produces(id, true); }
+
+  // EXEC-7; `pending_only` skips templates whose stage already finished.
+  bool plan_produces(const ChunkId& id, bool pending_only) const {
     auto it = producers.find(FieldKey{id.step, id.level, id.field, id.version});
     if (it == producers.end()) return false;
     for (const auto& p : it->second) {
       const auto status = stages[static_cast<std::size_t>(p.stage)].status;
-      if (status == StageStatus::done || status == StageStatus::failed) continue;
+      if (pending_only && (status == StageStatus::done || status == StageStatus::failed)) continue;
       const TaskTemplate& tm = plan.stages[static_cast<std::size_t>(p.stage)].templates[static_cast<std::size_t>(p.tmpl)];
       if (tm.plane == Plane::graph) {
         if (!tm.graph_reduce) continue;
@@ -393,9 +457,129 @@ struct Executor::Impl {
 
   // ---- scheduling (called with `mu` held) --------------------------------
 
-  void record_error(std::exception_ptr e) {
-    if (!first_error) first_error = e;
+  void record_error(std::exception_ptr e, bool from_peer = false) {
+    if (first_error) return;
+    first_error = e;
+    if (link != nullptr && !from_peer) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        link->report_error(x.what());
+      }
+    }
   }
+
+  // This rank ran its share of stage `s`; without other ranks that finishes
+  // the stage, otherwise rank 0's barrier does (barrier()).
+  void stage_locally_done(int s) {
+    StageState& st = stages[static_cast<std::size_t>(s)];
+    if (link == nullptr) {
+      finish_stage(s);
+      return;
+    }
+    st.local_done = true;
+    ++awaiting_barrier;
+    link->stage_done_locally(s, st.sent);
+    check_barrier(s);
+  }
+
+  void check_barrier(int s) {
+    StageState& st = stages[static_cast<std::size_t>(s)];
+    if (!st.local_done || !st.barrier_known || st.received < st.expected || st.status != StageStatus::active) return;
+    --awaiting_barrier;
+    finish_stage(s);
+  }
+
+  // ---- events from the other ranks (link thread) -------------------------
+
+  void received_chunk(int from, const ChunkId& id, ConstBufferPtr value, std::int32_t tag) {
+    std::lock_guard lk(mu);
+    const bool flagged_result = (static_cast<std::uint32_t>(tag) & kResultFlag) != 0;
+    const std::int32_t stage = static_cast<std::int32_t>(static_cast<std::uint32_t>(tag) & ~kResultFlag);
+    if (stage < 0 || static_cast<std::size_t>(stage) >= stages.size()) {
+      record_error(std::make_exception_ptr(Error(ErrorKind::internal, "rank " + std::to_string(from) + " sent chunk " +
+                                                                          id.to_string() + " for unknown stage " +
+                                                                          std::to_string(stage))));
+      cv.notify_all();
+      return;
+    }
+    ++stages[static_cast<std::size_t>(stage)].received;
+    auto it = counts.find(id);
+    const bool local_reader = it != counts.end() && it->second.remaining > 0;
+    const bool result = me == 0 && (flagged_result || keep(id));
+    if (local_reader || result) {
+      if (local_reader) it->second.run_owned = true;
+      if (result) note_retained(id);
+      publish(id, std::move(value));
+    }
+    check_barrier(stage);
+    update_peaks();
+    cv.notify_all();
+  }
+
+  void barrier(std::int32_t stage, std::uint64_t expected) {
+    std::lock_guard lk(mu);
+    if (stage < 0 || static_cast<std::size_t>(stage) >= stages.size()) return;
+    StageState& st = stages[static_cast<std::size_t>(stage)];
+    st.barrier_known = true;
+    st.expected = expected;
+    check_barrier(stage);
+    cv.notify_all();
+  }
+
+  void aborted(const std::string& why) {
+    std::lock_guard lk(mu);
+    peer_failed = true;
+    record_error(std::make_exception_ptr(Error(ErrorKind::io, why)), true);
+    cv.notify_all();
+  }
+
+  // Stores a value and resumes the tasks that waited for it.
+  void publish(const ChunkId& id, ConstBufferPtr value) {
+    auto woken = store.put(id, std::move(value));
+    const ConstBufferPtr v = store.find(id);
+    for (const auto& w : woken) {
+      Task* wt = static_cast<Task*>(w.task);
+      wt->reads[w.slot] = v;
+      if (--wt->pending == 0) {
+        --waiting;
+        --stages[static_cast<std::size_t>(wt->stage)].parked;
+        runnable.push_back(wt);
+      }
+    }
+  }
+
+  // Multi-rank: sends a chunk this rank published to the other ranks that
+  // read it, and a result to rank 0. Returns whether it is a result.
+  bool push_remote(const Task& producer, const ChunkId& id, const ConstBufferPtr& value) {
+    const int stage = producer.stage;
+    targets.assign(static_cast<std::size_t>(world), false);
+    bool any_reader = false;
+    if (auto rit = readers.find(id); rit != readers.end()) {
+      for (const ReaderRef& r : rit->second) {
+        const auto status = stages[static_cast<std::size_t>(r.stage)].status;
+        if (status == StageStatus::done || status == StageStatus::failed) continue;
+        if (r.stage == producer.stage && r.tmpl == producer.tmpl && r.index == producer.index) continue;
+        any_reader = true;
+        targets[static_cast<std::size_t>(r.rank)] = true;
+      }
+    }
+    const bool result = !any_reader || keep(id);
+    if (!any_reader) targets[0] = true;
+    StageState& st = stages[static_cast<std::size_t>(stage)];
+    for (int r = 0; r < world; ++r) {
+      if (r == me || !targets[static_cast<std::size_t>(r)]) continue;
+      const bool flag = result && (r == 0);
+      link->push(r, id, value, static_cast<std::int32_t>(static_cast<std::uint32_t>(stage) | (flag ? kResultFlag : 0u)));
+      ++st.sent[static_cast<std::size_t>(r)];
+    }
+    if (result && me != 0 && !targets[0]) {
+      link->push(0, id, value, static_cast<std::int32_t>(static_cast<std::uint32_t>(stage) | kResultFlag));
+      ++st.sent[0];
+    }
+    return result;
+  }
+  std::vector<bool> targets;
 
   void activate(int s) {
     StageState& st = stages[static_cast<std::size_t>(s)];
@@ -498,17 +682,19 @@ struct Executor::Impl {
       if (st.cursor_tmpl >= static_cast<std::int32_t>(list.size())) {
         st.expanded = true;
         active.erase(active.begin() + static_cast<std::ptrdiff_t>(a));
-        if (st.outstanding == 0) finish_stage(s);
+        if (st.outstanding == 0) stage_locally_done(s);
         continue;
       }
       const int t = st.cursor_tmpl;
       const TemplateInfo& info = list[static_cast<std::size_t>(t)];
       const std::int64_t index = st.cursor_index++;
+      const std::int32_t block = task_block(info, index);
+      if (world > 1 && place(info, block) != me) continue;  // another rank's task (OWN-3)
       Task* task = new_task();
       task->stage = s;
       task->tmpl = t;
       task->index = index;
-      task->block = task_block(info, index);
+      task->block = block;
       ++st.outstanding;
       std::size_t base = 0;
       try {
@@ -589,7 +775,7 @@ struct Executor::Impl {
   // Nothing runs, nothing can run, yet the plan is not finished: every
   // parked task waits for a chunk no remaining producer will publish.
   void fail_stalled() {
-    if (running != 0 || !runnable.empty() || !active.empty() || finished()) return;
+    if (running != 0 || !runnable.empty() || !active.empty() || awaiting_barrier > 0 || finished()) return;
     if (waiting > 0) {
       record_error(std::make_exception_ptr(Error(
           ErrorKind::not_found, "chunk is not available from run dataset or planned outputs: " +
@@ -630,24 +816,20 @@ struct Executor::Impl {
       for (std::size_t o = 0; o < t->outputs.size(); ++o) {
         const ChunkId id{tm.domain.step, static_cast<std::int16_t>(tm.domain.level), tm.outputs[o].field,
                          tm.outputs[o].version, t->block};
-        auto woken = store.put(id, std::move(t->outputs[o]));
+        ConstBufferPtr value = std::move(t->outputs[o]);
         auto it = counts.find(id);
-        if (it != counts.end() && it->second.remaining > 0) {
+        const bool local_reader = it != counts.end() && it->second.remaining > 0;
+        bool result = !local_reader;  // one rank: nothing in the plan reads it later
+        if (link != nullptr) result = push_remote(*t, id, value);
+        if (local_reader) {
           it->second.run_owned = true;
           if (keep(id)) note_retained(id);
-        } else {
-          note_retained(id);  // nothing in the plan reads it later: a result
+        } else if (result && me == 0) {
+          note_retained(id);
+        } else if (link != nullptr) {
+          continue;  // only other ranks read it (or rank 0 keeps the result)
         }
-        const ConstBufferPtr value = store.find(id);
-        for (const auto& w : woken) {
-          Task* wt = static_cast<Task*>(w.task);
-          wt->reads[w.slot] = value;
-          if (--wt->pending == 0) {
-            --waiting;
-            --stages[static_cast<std::size_t>(wt->stage)].parked;
-            runnable.push_back(wt);
-          }
-        }
+        publish(id, std::move(value));
       }
       if (t->empty_group) ++stats.tasks_empty;
       else ++stats.tasks_run;
@@ -658,10 +840,10 @@ struct Executor::Impl {
     if (opt.progress && (done_tasks % opt.progress_every == 0 || done_tasks == stats.tasks_total)) {
       opt.progress(done_tasks, stats.tasks_total);
     }
-    const bool stage_done = st.expanded && st.outstanding == 0 && st.status == StageStatus::active;
+    const bool stage_done = st.expanded && st.outstanding == 0 && st.status == StageStatus::active && !st.local_done;
     const int stage = t->stage;
     recycle(t);
-    if (stage_done) finish_stage(stage);
+    if (stage_done) stage_locally_done(stage);
     update_peaks();
   }
 
@@ -883,26 +1065,48 @@ struct Executor::Impl {
     int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     window = opt.max_active_tasks > 0 ? opt.max_active_tasks : static_cast<std::size_t>(threads);
     window = std::max<std::size_t>(window, 1);
-    if (opt.world_size != 1) {
-      fail(ErrorKind::unsupported, "world size " + std::to_string(opt.world_size) +
-                                       " needs the distributed transport, which is not part of this build");
+    link = opt.link;
+    if (link != nullptr) {
+      me = link->rank();
+      world = link->world_size();
+    } else if (opt.world_size != 1) {
+      fail(ErrorKind::invalid_argument, "world size " + std::to_string(opt.world_size) +
+                                            " needs a rank link (join the job's other ranks first)");
     }
     build_indexes();
     {
       std::lock_guard lk(mu);
+      for (auto& st : stages) st.sent.assign(static_cast<std::size_t>(world), 0);
       for (int s : prepared.topo_order) {
         if (stages[static_cast<std::size_t>(s)].remaining_after == 0) activate(s);
       }
       update_peaks();
     }
+    struct Detach {
+      RankLink* link;
+      ~Detach() {
+        if (link != nullptr) link->attach(nullptr);
+      }
+    } detach{link};
+    if (link != nullptr) {
+      link_events.impl = this;
+      link->attach(&link_events);  // replays chunks that arrived before this rank started
+    }
     std::vector<std::thread> pool;
     for (int w = 1; w < threads; ++w) pool.emplace_back([this, w] { worker_loop(w); });
     worker_loop(0);
     for (auto& th : pool) th.join();
+    if (link != nullptr) link->attach(nullptr);
     // Parked tasks of a failed run never resume; their waiters must not
     // outlive this executor in a store that later runs reuse.
     store.clear_waiters();
     if (first_error) std::rethrow_exception(first_error);
+    if (link != nullptr) {
+      const auto totals = link->finish_run({stats.tasks_total, stats.tasks_run, stats.tasks_empty});
+      stats.tasks_total = totals.at(0);
+      stats.tasks_run = totals.at(1);
+      stats.tasks_empty = totals.at(2);
+    }
     stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     stats.peak_store_bytes = store.peak_bytes();
     stats.produced = retained;

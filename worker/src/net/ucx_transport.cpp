@@ -17,7 +17,7 @@ namespace kangaroo {
 namespace {
 
 constexpr std::uint32_t kMagic = 0x4b434e4b;  // "KNCK"
-constexpr std::uint16_t kWireVersion = 1;
+constexpr std::uint16_t kWireVersion = 2;
 
 template <class T>
 void put(std::byte* out, std::size_t at, T v) {
@@ -35,9 +35,13 @@ void ucx_check(ucs_status_t status, const std::string& what) {
   if (status != UCS_OK) fail(ErrorKind::io, what + ": " + ucs_status_string(status));
 }
 
+// Tag: kind (8 bits) | source rank (24 bits) | aux (32 bits).
 constexpr std::uint64_t kChunkKind = 1;
 constexpr std::uint64_t kTagMask = 0xffffffff00000000ull;
-std::uint64_t chunk_tag(int source) { return (kChunkKind << 56) | (static_cast<std::uint64_t>(source) << 32); }
+constexpr std::uint64_t kKindMask = 0xff00000000000000ull;
+std::uint64_t chunk_tag(int source, std::uint32_t aux = 0) {
+  return (kChunkKind << 56) | (static_cast<std::uint64_t>(source) << 32) | aux;
+}
 
 class UcxTransport final : public Transport {
  public:
@@ -50,7 +54,7 @@ class UcxTransport final : public Transport {
     ucx_check(ucp_config_read(nullptr, nullptr, &config), "reading the UCX configuration");
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
-    params.features = UCP_FEATURE_TAG;
+    params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
     const ucs_status_t st = ucp_init(&params, config, &context_);
     ucp_config_release(config);
     ucx_check(st, "starting UCX");
@@ -114,7 +118,7 @@ class UcxTransport final : public Transport {
               "connecting to rank " + std::to_string(peer));
   }
 
-  std::uint64_t post_send(int peer, const ChunkId& id, ConstBufferPtr buffer) override {
+  std::uint64_t post_send(int peer, const ChunkId& id, ConstBufferPtr buffer, std::uint32_t aux) override {
     check_peer(peer);
     ucp_ep_h ep = eps_[static_cast<std::size_t>(peer)];
     if (ep == nullptr) fail(ErrorKind::invalid_argument, "rank " + std::to_string(peer) + " is not connected");
@@ -124,13 +128,13 @@ class UcxTransport final : public Transport {
     p.peer = peer;
     p.buffer = std::move(buffer);
     const auto payload = p.buffer->bytes();
-    encode_wire_header(id, p.buffer->descriptor(), payload.size(), p.header);
+    encode_wire_header(id, *p.buffer, p.header);
     p.iov[0] = {p.header, kWireHeaderBytes};
     p.iov[1] = {const_cast<std::byte*>(payload.data()), payload.size()};
     ucp_request_param_t prm{};
     prm.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
     prm.datatype = ucp_dt_make_iov();
-    void* req = ucp_tag_send_nbx(ep, p.iov, payload.empty() ? 1 : 2, chunk_tag(rank_), &prm);
+    void* req = ucp_tag_send_nbx(ep, p.iov, payload.empty() ? 1 : 2, chunk_tag(rank_, aux), &prm);
     if (UCS_PTR_IS_ERR(req)) {
       pending_.erase(ticket);
       ucx_check(UCS_PTR_STATUS(req), "sending chunk " + id.to_string() + " to rank " + std::to_string(peer));
@@ -140,12 +144,17 @@ class UcxTransport final : public Transport {
   }
 
   void wait(std::uint64_t ticket) override {
+    while (!test(ticket)) ucp_worker_progress(worker_);
+  }
+
+  bool test(std::uint64_t ticket) override {
     auto it = pending_.find(ticket);
-    if (it == pending_.end()) return;
+    if (it == pending_.end()) return true;
     Pending& p = it->second;
     ucs_status_t st = UCS_OK;
     if (p.request != nullptr) {
-      while ((st = ucp_request_check_status(p.request)) == UCS_INPROGRESS) ucp_worker_progress(worker_);
+      st = ucp_request_check_status(p.request);
+      if (st == UCS_INPROGRESS) return false;
       ucp_request_free(p.request);
     }
     const int peer = p.peer;
@@ -154,6 +163,7 @@ class UcxTransport final : public Transport {
       raise_if_failed(peer);
       ucx_check(st, "sending to rank " + std::to_string(peer));
     }
+    return true;
   }
 
   ConstBufferPtr receive(int peer, ChunkId& id) override {
@@ -164,6 +174,34 @@ class UcxTransport final : public Transport {
       raise_if_failed(peer);
       ucp_worker_progress(worker_);
     }
+    return take(msg, info, peer, id);
+  }
+
+  ConstBufferPtr try_receive(int& peer, ChunkId& id, std::uint32_t& aux) override {
+    ucp_tag_recv_info_t info{};
+    ucp_tag_message_h msg = ucp_tag_probe_nb(worker_, chunk_tag(0), kKindMask, 1, &info);
+    if (msg == nullptr) return nullptr;
+    peer = static_cast<int>((info.sender_tag >> 32) & 0xffffff);
+    aux = static_cast<std::uint32_t>(info.sender_tag & 0xffffffffu);
+    return take(msg, info, peer, id);
+  }
+
+  bool progress() override { return ucp_worker_progress(worker_) != 0; }
+
+  int event_fd() override {
+    if (efd_ < 0) ucx_check(ucp_worker_get_efd(worker_, &efd_), "reading the UCX wakeup descriptor");
+    return efd_;
+  }
+
+  bool arm() override {
+    const ucs_status_t st = ucp_worker_arm(worker_);
+    if (st == UCS_ERR_BUSY) return false;
+    ucx_check(st, "arming the UCX wakeup descriptor");
+    return true;
+  }
+
+  // Receives a probed message into a pooled block.
+  ConstBufferPtr take(ucp_tag_message_h msg, const ucp_tag_recv_info_t& info, int peer, ChunkId& id) {
     if (info.length < kWireHeaderBytes) {
       fail(ErrorKind::buffer, "message of " + std::to_string(info.length) + " bytes from rank " +
                                   std::to_string(peer) + " is shorter than a chunk header");
@@ -183,14 +221,15 @@ class UcxTransport final : public Transport {
       ucp_request_free(req);
     }
     ucx_check(st, "receiving from rank " + std::to_string(peer));
-    std::uint64_t declared = 0;
-    auto [cid, desc] = decode_wire_header(header, declared);
-    if (declared != nbytes) {
-      fail(ErrorKind::buffer, "chunk " + cid.to_string() + " from rank " + std::to_string(peer) + " declares " +
-                                  std::to_string(declared) + " payload bytes but carried " + std::to_string(nbytes));
+    WireChunk w = decode_wire_header(header);
+    if (w.nbytes != nbytes) {
+      fail(ErrorKind::buffer, "chunk " + w.id.to_string() + " from rank " + std::to_string(peer) + " declares " +
+                                  std::to_string(w.nbytes) + " payload bytes but carried " + std::to_string(nbytes));
     }
-    id = cid;
-    return Buffer::wrap(desc, std::move(storage), 0, nbytes);
+    id = w.id;
+    auto out = Buffer::wrap(w.desc, std::move(storage), 0, nbytes);
+    if (w.nonzero) out->set_nonzero_rect(*w.nonzero);
+    return out;
   }
 
   std::string description() const override {
@@ -236,11 +275,13 @@ class UcxTransport final : public Transport {
   std::deque<PeerArg> peer_args_;  // stable addresses: UCX keeps pointers to them
   std::unordered_map<std::uint64_t, Pending> pending_;
   std::uint64_t next_ticket_ = 1;
+  int efd_ = -1;
 };
 
 }  // namespace
 
-void encode_wire_header(const ChunkId& id, const Descriptor& desc, std::uint64_t nbytes, std::byte* out) {
+void encode_wire_header(const ChunkId& id, const Buffer& buffer, std::byte* out) {
+  const Descriptor& desc = buffer.descriptor();
   std::memset(out, 0, kWireHeaderBytes);
   put<std::uint32_t>(out, 0, kMagic);
   put<std::uint16_t>(out, 4, kWireVersion);
@@ -251,20 +292,28 @@ void encode_wire_header(const ChunkId& id, const Descriptor& desc, std::uint64_t
   put<std::int32_t>(out, 16, id.field);
   put<std::int32_t>(out, 20, id.version);
   put<std::int32_t>(out, 24, id.block);
-  put<std::uint64_t>(out, 32, nbytes);
+  put<std::uint64_t>(out, 32, buffer.bytes().size());
   for (int a = 0; a < kMaxRank; ++a) {
     put<std::uint64_t>(out, 40 + 8 * static_cast<std::size_t>(a), desc.extents[static_cast<std::size_t>(a)]);
     put<std::int64_t>(out, 72 + 8 * static_cast<std::size_t>(a), desc.strides[static_cast<std::size_t>(a)]);
   }
+  if (const auto& r = buffer.nonzero_rect()) {
+    put<std::uint8_t>(out, 28, 1);
+    put<std::uint64_t>(out, 104, r->row_begin);
+    put<std::uint64_t>(out, 112, r->row_end);
+    put<std::uint64_t>(out, 120, r->col_begin);
+    put<std::uint64_t>(out, 128, r->col_end);
+  }
 }
 
-std::pair<ChunkId, Descriptor> decode_wire_header(const std::byte* in, std::uint64_t& nbytes) {
+WireChunk decode_wire_header(const std::byte* in) {
   if (get<std::uint32_t>(in, 0) != kMagic) fail(ErrorKind::buffer, "chunk message without the chunk header magic");
   if (get<std::uint16_t>(in, 4) != kWireVersion) {
     fail(ErrorKind::buffer, "chunk header version " + std::to_string(get<std::uint16_t>(in, 4)) +
                                 " is not supported (expected " + std::to_string(kWireVersion) + ")");
   }
-  Descriptor d;
+  WireChunk w;
+  Descriptor& d = w.desc;
   const auto scalar = get<std::uint8_t>(in, 6);
   if (scalar > static_cast<std::uint8_t>(ScalarType::f64)) fail(ErrorKind::buffer, "chunk header has an unknown dtype");
   d.scalar = static_cast<ScalarType>(scalar);
@@ -272,15 +321,26 @@ std::pair<ChunkId, Descriptor> decode_wire_header(const std::byte* in, std::uint
   if (d.rank < 1 || d.rank > kMaxRank) fail(ErrorKind::buffer, "chunk header has rank " + std::to_string(d.rank));
   const auto level = get<std::int32_t>(in, 12);
   if (level < INT16_MIN || level > INT16_MAX) fail(ErrorKind::buffer, "chunk header level out of range");
-  ChunkId id{get<std::int32_t>(in, 8), static_cast<std::int16_t>(level), get<std::int32_t>(in, 16),
-             get<std::int32_t>(in, 20), get<std::int32_t>(in, 24)};
-  nbytes = get<std::uint64_t>(in, 32);
+  w.id = ChunkId{get<std::int32_t>(in, 8), static_cast<std::int16_t>(level), get<std::int32_t>(in, 16),
+                 get<std::int32_t>(in, 20), get<std::int32_t>(in, 24)};
+  w.nbytes = get<std::uint64_t>(in, 32);
   for (int a = 0; a < kMaxRank; ++a) {
     d.extents[static_cast<std::size_t>(a)] = get<std::uint64_t>(in, 40 + 8 * static_cast<std::size_t>(a));
     d.strides[static_cast<std::size_t>(a)] = get<std::int64_t>(in, 72 + 8 * static_cast<std::size_t>(a));
   }
-  d.validate(nbytes);
-  return {id, d};
+  d.validate(w.nbytes);
+  const auto flags = get<std::uint8_t>(in, 28);
+  if (flags > 1) fail(ErrorKind::buffer, "chunk header has unknown flags");
+  if (flags == 1) {
+    NonzeroRect r{get<std::uint64_t>(in, 104), get<std::uint64_t>(in, 112), get<std::uint64_t>(in, 120),
+                  get<std::uint64_t>(in, 128)};
+    if (d.rank != 2 || r.row_end < r.row_begin || r.col_end < r.col_begin || r.row_end > d.extents[0] ||
+        r.col_end > d.extents[1]) {
+      fail(ErrorKind::buffer, "chunk header has a nonzero rectangle outside the chunk");
+    }
+    w.nonzero = r;
+  }
+  return w;
 }
 
 std::string exchange_address(int fd, const std::string& mine) {

@@ -1,9 +1,11 @@
 // Plan executor (§4, §8): expands stages into tasks, resolves reads, runs
 // kernels on a small thread pool and publishes outputs.
 //
-// One rank now; the placement function (OWN-3) already decides which tasks a
-// rank runs, so the multi-rank runtime adds routing of non-local reads and
-// puts through DataService instead of changing the scheduling model.
+// With a RankLink the executor is one rank of a job: it runs the tasks that
+// OWN-3 places on it, pushes every chunk it publishes to the ranks whose
+// tasks read it (results to rank 0), and treats a stage as done only when
+// rank 0 says every rank finished it and this rank received all chunks of
+// the stage addressed to it (see kangaroo/exec/rank_link.h).
 #pragma once
 
 #include <atomic>
@@ -19,6 +21,7 @@
 #include "kangaroo/core/prepare.h"
 #include "kangaroo/core/runmeta.h"
 #include "kangaroo/exec/chunk_store.h"
+#include "kangaroo/exec/rank_link.h"
 
 namespace kangaroo {
 
@@ -29,6 +32,8 @@ struct ExecOptions {
   std::string run_id = "run";
   int rank = 0;
   int world_size = 1;
+  // Multi-rank job: rank and world size come from the link. Null: one rank.
+  RankLink* link = nullptr;
   // Chunks kept after the run besides the plan's sinks (outputs no task of
   // the plan reads). keep_all keeps every produced chunk.
   bool keep_all = false;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -17,11 +18,19 @@
 
 namespace kangaroo {
 
-// Wire header: fixed 104 bytes, little-endian fields at fixed offsets.
-constexpr std::size_t kWireHeaderBytes = 104;
-void encode_wire_header(const ChunkId& id, const Descriptor& desc, std::uint64_t nbytes, std::byte* out);
+// Wire header: fixed 136 bytes, little-endian fields at fixed offsets: chunk
+// identity, descriptor, payload size and the buffer's nonzero-rectangle hint
+// (so a partial image keeps its footprint across ranks).
+constexpr std::size_t kWireHeaderBytes = 136;
+struct WireChunk {
+  ChunkId id;
+  Descriptor desc;
+  std::uint64_t nbytes = 0;
+  std::optional<NonzeroRect> nonzero;
+};
+void encode_wire_header(const ChunkId& id, const Buffer& buffer, std::byte* out);
 // Throws Error(buffer) on a bad magic/version or an inconsistent descriptor.
-std::pair<ChunkId, Descriptor> decode_wire_header(const std::byte* in, std::uint64_t& nbytes);
+WireChunk decode_wire_header(const std::byte* in);
 
 class Transport {
  public:
@@ -33,14 +42,27 @@ class Transport {
   virtual void connect(int peer, const std::string& address) = 0;
 
   // Posts a chunk to `peer` without waiting; `buffer` is kept alive until the
-  // send completes. Returns a ticket for wait().
-  virtual std::uint64_t post_send(int peer, const ChunkId& id, ConstBufferPtr buffer) = 0;
+  // send completes. `aux` travels with the message (the producing stage, for
+  // the multi-rank runtime). Returns a ticket for wait() / test().
+  virtual std::uint64_t post_send(int peer, const ChunkId& id, ConstBufferPtr buffer, std::uint32_t aux = 0) = 0;
   // Progresses until the send of `ticket` has completed (throws Error naming
   // the peer on failure).
   virtual void wait(std::uint64_t ticket) = 0;
+  // Non-blocking: true once the send of `ticket` completed (the ticket is
+  // then retired); throws like wait().
+  virtual bool test(std::uint64_t ticket) = 0;
   void send(int peer, const ChunkId& id, ConstBufferPtr buffer) { wait(post_send(peer, id, std::move(buffer))); }
   // Receives the next chunk from `peer` (blocking, progressing the transport).
   virtual ConstBufferPtr receive(int peer, ChunkId& id) = 0;
+  // Receives a chunk from any peer when one has arrived; nullptr otherwise.
+  virtual ConstBufferPtr try_receive(int& peer, ChunkId& id, std::uint32_t& aux) = 0;
+  // Drives communication; true when it did something.
+  virtual bool progress() = 0;
+  // A file descriptor that becomes readable when the transport has work,
+  // once arm() returned true; arm() returns false when work is already
+  // pending (progress again before sleeping).
+  virtual int event_fd() = 0;
+  virtual bool arm() = 0;
   // Transport in use, e.g. "tcp" or "sysv,cma" (for reports).
   virtual std::string description() const = 0;
 };
