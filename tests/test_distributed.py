@@ -58,7 +58,7 @@ def result_files(out):
             data = f.read()
         if name == "manifest.json":
             doc = json.loads(data)
-            for k in ("seconds", "ranks"):
+            for k in ("seconds", "ranks", "memory"):
                 doc.pop(k, None)
             data = json.dumps(doc, sort_keys=True).encode()
         files[name] = data

@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <algorithm>
 #include <chrono>
@@ -50,6 +51,8 @@ const char* kUsage =
     "                      [--output FIELD[:VERSION]]... [--all-outputs] [--progress] [--run-id ID]\n"
     "                      [--ranks N | --rank R --world-size N --coordinator HOST:PORT]\n"
     "                      [--connect-timeout SECONDS]\n"
+    "                      [--memory-cap SIZE [--spill-dir DIR] [--spill-limit SIZE]\n"
+    "                       [--eviction lru|cost]]\n"
     "  kangaroo-worker metadata --dataset URI [--runmeta-out FILE]\n"
     "  kangaroo-worker serve   (JSON argument arrays on stdin, one run per line)\n"
     "  kangaroo-worker kernels [--json]\n"
@@ -69,7 +72,12 @@ const char* kUsage =
     "On separate hosts or pods, start the same command on every rank with --rank R\n"
     "--world-size N --coordinator HOST:PORT (rank 0 listens there; also from\n"
     "KANGAROO_RANK, KANGAROO_WORLD_SIZE, KANGAROO_COORDINATOR). Rank 0 writes the\n"
-    "results; --event-log PATH becomes PATH.rank<R> on the other ranks.\n";
+    "results; --event-log PATH becomes PATH.rank<R> on the other ranks.\n"
+    "\n"
+    "--memory-cap SIZE (bytes, or with K/M/G suffixes, per rank) keeps the chunks a rank\n"
+    "holds under SIZE: tasks wait for memory, and chunks nobody is using are dropped\n"
+    "(dataset chunks) or spilled to files under --spill-dir (default $KANGAROO_SPILL_DIR,\n"
+    "$TMPDIR or /tmp) with checksums; --spill-limit caps the bytes on disk.\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -325,6 +333,29 @@ class LocalRanks {
   std::vector<Child> children_;
 };
 
+// SIZE: bytes, or a number with K, M, G or T (powers of 1024; KiB etc. too).
+std::uint64_t parse_size(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t used = 0;
+    const double n = std::stod(v, &used);
+    std::string unit = v.substr(used);
+    if (!unit.empty() && (unit.back() == 'B' || unit.back() == 'b')) unit.pop_back();
+    if (unit.size() == 2 && (unit[1] == 'i' || unit[1] == 'I')) unit.pop_back();
+    double mult = 1;
+    if (unit.empty()) mult = 1;
+    else if (unit == "K" || unit == "k") mult = 1024.0;
+    else if (unit == "M" || unit == "m") mult = 1024.0 * 1024;
+    else if (unit == "G" || unit == "g") mult = 1024.0 * 1024 * 1024;
+    else if (unit == "T" || unit == "t") mult = 1024.0 * 1024 * 1024 * 1024;
+    else throw std::invalid_argument(v);
+    const double bytes = n * mult;
+    if (!(bytes >= 1) || bytes > 1e18) throw std::invalid_argument(v);
+    return static_cast<std::uint64_t>(bytes);
+  } catch (const std::exception&) {
+    throw UsageError(flag + " expects a size such as 512M, 2G or a byte count, got '" + v + "'");
+  }
+}
+
 const char* env_or_null(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? v : nullptr;
@@ -342,6 +373,8 @@ int cmd_run(const std::vector<std::string>& args) {
   ClusterOptions cluster;
   bool joined_flags = false;
   std::vector<std::string> child_args;  // what local child ranks run with
+  std::string spill_dir;
+  std::uint64_t spill_limit = 0;
   if (const char* v = env_or_null("KANGAROO_RANK")) cluster.rank = parse_rank("KANGAROO_RANK", v), joined_flags = true;
   if (const char* v = env_or_null("KANGAROO_WORLD_SIZE")) cluster.world_size = parse_positive("KANGAROO_WORLD_SIZE", v);
   if (const char* v = env_or_null("KANGAROO_COORDINATOR")) cluster.coordinator = v;
@@ -371,6 +404,15 @@ int cmd_run(const std::vector<std::string>& args) {
     else if (a == "--world-size") cluster.world_size = parse_positive(a, value());
     else if (a == "--coordinator") cluster.coordinator = value();
     else if (a == "--connect-timeout") cluster.connect_timeout_s = parse_positive(a, value());
+    else if (a == "--memory-cap") opt.memory_cap = parse_size(a, value());
+    else if (a == "--spill-dir") spill_dir = value();
+    else if (a == "--spill-limit") spill_limit = parse_size(a, value());
+    else if (a == "--eviction") {
+      const std::string p = value();
+      if (p == "lru") opt.eviction = EvictionPolicy::lru;
+      else if (p == "cost") opt.eviction = EvictionPolicy::cost;
+      else throw UsageError("--eviction expects lru or cost, got '" + p + "'");
+    }
     else throw UsageError("run: unexpected argument '" + a + "'");
   }
   // Local child ranks run the same command without the topology flags.
@@ -394,6 +436,14 @@ int cmd_run(const std::vector<std::string>& args) {
                      " needs --coordinator HOST:PORT (where rank 0 listens)");
   }
   const bool writes_results = cluster.rank == 0;
+  if (opt.memory_cap == 0 && (!spill_dir.empty() || spill_limit > 0)) {
+    throw UsageError("--spill-dir and --spill-limit need --memory-cap");
+  }
+  if (opt.memory_cap > 0 && spill_dir.empty()) {
+    const char* d = env_or_null("KANGAROO_SPILL_DIR");
+    if (d == nullptr) d = env_or_null("TMPDIR");
+    spill_dir = d != nullptr ? d : "/tmp";
+  }
   opt.rank = cluster.rank;
   opt.world_size = cluster.world_size;
   if (plan_path.empty() || dataset_uri.empty() || out_dir.empty()) {
@@ -493,6 +543,20 @@ int cmd_run(const std::vector<std::string>& args) {
   }
 
   Session session(dataset);
+  std::shared_ptr<SpillArea> spill;
+  if (opt.memory_cap > 0) {
+    // Chunk-sized blocks always from mmap, so freed chunks leave the process
+    // at once and resident memory follows what the cap accounts for (glibc
+    // otherwise raises the threshold and keeps freed blocks in its heap).
+    ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    try {
+      spill = std::make_shared<SpillArea>(spill_dir, spill_limit);
+    } catch (const Error& e) {
+      std::cerr << who << "error: " << e.what() << "\n";
+      return 1;
+    }
+    session.set_spill_area(spill);
+  }
   RunStats stats;
   const double t0 = EventLog::now();
   if (log) log->phase("execute", "runtime", "start", t0, 0.0);
@@ -514,8 +578,26 @@ int cmd_run(const std::vector<std::string>& args) {
       return 3;
     }
   }
+  std::string memory_note;
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  nlohmann::json memory = {{"peak_bytes", stats.peak_memory_bytes},
+                           {"peak_rss_bytes", static_cast<std::uint64_t>(ru.ru_maxrss) * 1024},
+                           {"cache_hits", stats.cache_hits},
+                           {"cache_misses", stats.cache_misses}};
+  if (opt.memory_cap > 0) {
+    const SpillStats ss = spill->stats();
+    memory["cap_bytes"] = opt.memory_cap;
+    memory["evictions"] = stats.evictions;
+    memory["admission_waits"] = stats.admission_waits;
+    memory["spill_bytes_written"] = ss.bytes_written;
+    memory["spill_bytes_read"] = ss.bytes_read;
+    memory_note = "; peak memory " + std::to_string(stats.peak_memory_bytes) + " of cap " +
+                  std::to_string(opt.memory_cap) + " bytes, " + std::to_string(stats.evictions) + " eviction(s), " +
+                  std::to_string(ss.bytes_written) + " bytes spilled, " + std::to_string(ss.bytes_read) + " read back";
+  }
   if (!writes_results) {
-    std::cerr << who << "run ok: " << stats.tasks_run << " task(s) in " << stats.seconds << " s\n";
+    std::cerr << who << "run ok: " << stats.tasks_run << " task(s) in " << stats.seconds << " s" << memory_note << "\n";
     return 0;
   }
 
@@ -559,6 +641,7 @@ int cmd_run(const std::vector<std::string>& args) {
                              {"tasks_run", stats.tasks_run},
                              {"stages_run", stats.stages_run},
                              {"ranks", cluster.world_size},
+                             {"memory", memory},
                              {"seconds", stats.seconds},
                              {"chunks", chunks}};
   const std::string text = manifest.dump(2) + "\n";
@@ -572,7 +655,7 @@ int cmd_run(const std::vector<std::string>& args) {
     return 1;
   }
   std::cerr << "run ok: " << stats.tasks_run << " task(s), " << stats.stages_run << " stage(s), " << produced.size()
-            << " chunk(s) written to " << out_dir << " in " << stats.seconds << " s\n";
+            << " chunk(s) written to " << out_dir << " in " << stats.seconds << " s" << memory_note << "\n";
   return 0;
 }
 

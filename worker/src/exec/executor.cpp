@@ -61,10 +61,13 @@ struct Task {
   std::vector<BufferPtr> outputs;
   std::exception_ptr error;
   std::uint64_t accounted = 0;  // footprint counted in live_task_bytes
+  std::uint64_t reserve = 0;    // bytes admitted under the memory cap
+  std::vector<std::pair<std::uint32_t, SpillRecord>> unspill;  // read slots served by spill files
 
   std::uint64_t footprint() const {
     return sizeof(Task) + reads.capacity() * sizeof(ConstBufferPtr) + read_ids.capacity() * sizeof(ChunkId) +
            to_load.capacity() * 4 + neighbor_slots.capacity() * sizeof(NeighborSlot) +
+           unspill.capacity() * sizeof(std::pair<std::uint32_t, SpillRecord>) +
            outputs.capacity() * sizeof(BufferPtr);
   }
 };
@@ -149,6 +152,7 @@ struct Executor::Impl {
 
   std::size_t running = 0;
   std::size_t waiting = 0;
+  std::uint64_t reserved = 0;  // bytes admitted for running tasks
   std::size_t idle_workers = 0;
   std::size_t stages_done = 0;
   std::uint64_t live_task_bytes = 0;
@@ -638,6 +642,8 @@ struct Executor::Impl {
     t->to_load.clear();
     t->neighbor_slots.clear();
     t->outputs.clear();
+    t->unspill.clear();
+    t->reserve = 0;
     t->error = nullptr;
     t->pending = 0;
     t->empty_group = false;
@@ -645,6 +651,7 @@ struct Executor::Impl {
   }
 
   void update_peaks() {
+    stats.peak_memory_bytes = std::max(stats.peak_memory_bytes, memory_in_use());
     const std::uint64_t meta_bytes = live_task_bytes + counts.size() * kCountNodeBytes;
     stats.peak_metadata_bytes = std::max(stats.peak_metadata_bytes, meta_bytes);
     stats.peak_active_tasks = std::max(stats.peak_active_tasks, running + runnable.size());
@@ -718,6 +725,10 @@ struct Executor::Impl {
         const ChunkId& id = task->read_ids[r];
         if (ConstBufferPtr v = store.find(id)) {
           task->reads[r] = std::move(v);
+          ++stats.cache_hits;
+        } else if (auto rec = store.spilled(id)) {
+          read_kinds[r] = ReadKind::load;
+          task->unspill.emplace_back(r, std::move(*rec));
         } else if (dataset != nullptr && dataset->has_chunk(id)) {
           read_kinds[r] = ReadKind::load;
         } else if (may_produce(id)) {
@@ -732,6 +743,7 @@ struct Executor::Impl {
         for (std::uint32_t r = 0; r < task->read_ids.size(); ++r) {
           if (read_kinds[r] == ReadKind::load) {
             task->to_load.push_back(r);
+            ++stats.cache_misses;
           } else if (read_kinds[r] == ReadKind::wait) {
             store.wait(task->read_ids[r], {task, r});
             ++task->pending;
@@ -758,13 +770,141 @@ struct Executor::Impl {
 
   Task* next_task() {
     if (first_error) return nullptr;
+    Task* t = nullptr;
     if (!runnable.empty()) {
-      Task* t = runnable.front();
+      t = runnable.front();
       runnable.pop_front();
-      return t;
+    } else {
+      if (running >= window) return nullptr;
+      t = expand_one();
     }
-    if (running >= window) return nullptr;
-    return expand_one();
+    if (t != nullptr && opt.memory_cap > 0 && !admit(t)) {
+      runnable.push_front(t);
+      return nullptr;
+    }
+    return t;
+  }
+
+  // ---- memory-capped mode (seed §5-§6) ------------------------------------
+
+  static const SpillRecord* unspilled(const Task& t, std::uint32_t slot) {
+    for (const auto& [r, rec] : t.unspill) {
+      if (r == slot) return &rec;
+    }
+    return nullptr;
+  }
+
+  std::uint64_t link_bytes() const { return link != nullptr ? link->bytes_queued() : 0; }
+  std::uint64_t memory_in_use() const { return store.bytes_in_use() + reserved + link_bytes(); }
+
+  // Bytes of read slot `r` once loaded: resident size, spill record or the
+  // dataset's estimate.
+  std::uint64_t read_bytes(const Task& t, std::uint32_t r) const {
+    if (r < t.reads.size() && t.reads[r]) return t.reads[r]->allocated_bytes();
+    if (const SpillRecord* rec = unspilled(t, r)) return rec->nbytes;
+    return dataset != nullptr ? dataset->estimate_chunk_bytes(t.read_ids[r]) : 0;
+  }
+
+  // What a task adds while it runs: the reads it loads and its outputs.
+  std::uint64_t task_bytes(const Task& t) const {
+    const TemplateInfo& info = infos[static_cast<std::size_t>(t.stage)][static_cast<std::size_t>(t.tmpl)];
+    const TaskTemplate& tm = *info.tmpl;
+    std::uint64_t sum = 0;
+    for (std::uint32_t r : t.to_load) sum += read_bytes(t, r);
+    for (const auto& out : tm.outputs) {
+      const BufferSpec& spec = out.buffer;
+      const std::uint64_t width = spec.dtype == ScalarType::opaque ? 1 : scalar_width(spec.dtype);
+      switch (spec.shape) {
+        case ShapeKind::fixed: {
+          std::uint64_t n = width;
+          for (auto e : spec.extents) n *= e;
+          sum += n;
+          break;
+        }
+        case ShapeKind::block: {
+          if (t.block < 0 || static_cast<std::size_t>(t.block) >= info.level->boxes.size()) break;
+          const IndexBox& box = info.level->boxes[static_cast<std::size_t>(t.block)];
+          sum += static_cast<std::uint64_t>(box.extent(0)) * static_cast<std::uint64_t>(box.extent(1)) *
+                 static_cast<std::uint64_t>(box.extent(2)) * static_cast<std::uint64_t>(std::max<std::int64_t>(1, spec.components)) *
+                 width;
+          break;
+        }
+        case ShapeKind::like_input:
+          if (spec.input_index >= 0 && static_cast<std::uint64_t>(spec.input_index) < t.n_inputs) {
+            sum += read_bytes(t, static_cast<std::uint32_t>(spec.input_index));
+          }
+          break;
+        case ShapeKind::dynamic:
+          if (spec.bound == BoundKind::literal) {
+            sum += spec.literal * width;
+          } else {
+            for (std::uint32_t r = 0; r < t.n_inputs; ++r) sum += read_bytes(t, r);
+          }
+          break;
+      }
+    }
+    return sum;
+  }
+
+  // Frees at least `need` bytes of resident chunks nobody uses, in policy
+  // order. A failed spill write fails the run; the chunk stays in memory.
+  void make_room(std::uint64_t need) {
+    auto cands = store.eviction_candidates();
+    if (opt.eviction == EvictionPolicy::cost) {
+      std::sort(cands.begin(), cands.end(), [](const EvictionCandidate& a, const EvictionCandidate& b) {
+        return std::tie(b.clean, a.last_use) < std::tie(a.clean, b.last_use);
+      });
+    } else {
+      std::sort(cands.begin(), cands.end(),
+                [](const EvictionCandidate& a, const EvictionCandidate& b) { return a.last_use < b.last_use; });
+    }
+    std::uint64_t freed = 0;
+    for (const auto& c : cands) {
+      if (freed >= need) break;
+      try {
+        freed += store.evict(c.id);
+        ++stats.evictions;
+      } catch (...) {
+        record_error(std::current_exception());
+        return;
+      }
+    }
+  }
+
+  // Admission control: reserves the task's bytes, evicting to make room.
+  // False: wait for running tasks (or queued sends) to release memory.
+  bool admit(Task* t) {
+    if (t->error || t->empty_group) return true;
+    const std::uint64_t cap = opt.memory_cap;
+    const std::uint64_t need = task_bytes(*t);
+    const std::string what = where(plan, t->stage, t->tmpl) + " block " + std::to_string(t->block);
+    if (need > cap) {
+      t->error = std::make_exception_ptr(Error(
+          ErrorKind::invalid_argument, what + " needs about " + std::to_string(need) +
+                                           " bytes for the chunks it loads and the outputs it writes, more than the "
+                                           "memory cap of " + std::to_string(cap) +
+                                           " bytes; raise the cap above that (plus room for the chunks it reads "
+                                           "from memory)"));
+      return true;
+    }
+    if (memory_in_use() + need > cap) make_room(memory_in_use() + need - cap);
+    if (first_error) return true;
+    if (memory_in_use() + need > cap) {
+      if (running == 0 && link_bytes() == 0) {
+        t->error = std::make_exception_ptr(Error(
+            ErrorKind::invalid_argument,
+            "memory cap of " + std::to_string(cap) + " bytes is too small: " + what + " needs " + std::to_string(need) +
+                " bytes while " + std::to_string(store.bytes_in_use()) + " bytes of chunks stay in memory (read by " +
+                std::to_string(waiting) + " waiting task(s), or with no spill directory to go to); raise the cap"));
+        return true;
+      }
+      ++stats.admission_waits;
+      return false;
+    }
+    t->reserve = need;
+    reserved += need;
+    stats.peak_memory_bytes = std::max(stats.peak_memory_bytes, memory_in_use());
+    return true;
   }
 
   bool finished() const {
@@ -787,6 +927,8 @@ struct Executor::Impl {
 
   void complete(Task* t, int worker) {
     StageState& st = stages[static_cast<std::size_t>(t->stage)];
+    reserved -= t->reserve;
+    t->reserve = 0;
     account(t);  // outputs were allocated while running
     update_peaks();
     if (t->error) {
@@ -806,9 +948,10 @@ struct Executor::Impl {
           if (c.run_owned && !keep(id)) store.erase(id);
           counts.erase(it);
         } else if (was_loaded && !store.contains(id)) {
-          // Cache a dataset chunk for its remaining readers (EXEC-6 (2)).
+          // Cache a dataset chunk (or one read back from its spill file) for
+          // its remaining readers (EXEC-6 (2)).
           c.run_owned = true;
-          store.put(id, t->reads[r]);
+          store.cache(id, t->reads[r], unspilled(*t, r) == nullptr);
         }
       }
       const TaskTemplate& tm =
@@ -986,7 +1129,9 @@ struct Executor::Impl {
         fail(ErrorKind::unsupported, "kernel " + tm.kernel + " is not implemented in this build");
       }
       for (std::uint32_t r : t->to_load) {
-        ConstBufferPtr v = dataset->get_chunk(t->read_ids[r]);
+        ConstBufferPtr v;
+        if (const SpillRecord* rec = unspilled(*t, r)) v = store.spill_area()->read(*rec);
+        else v = dataset->get_chunk(t->read_ids[r]);
         if (!v) {
           fail(ErrorKind::not_found, "chunk is not available from run dataset or planned outputs: " + t->read_ids[r].to_string());
         }
@@ -1055,7 +1200,11 @@ struct Executor::Impl {
         return;
       }
       ++idle_workers;
-      cv.wait(lk);
+      if (opt.memory_cap > 0 && link != nullptr) {
+        cv.wait_for(lk, std::chrono::milliseconds(20));  // queued sends release memory without a wakeup
+      } else {
+        cv.wait(lk);
+      }
       --idle_workers;
     }
   }
@@ -1141,7 +1290,9 @@ RunStats Session::run(const PreparedPlan& plan, const RunMeta& runmeta, ExecOpti
     Executor exec(plan, runmeta, dataset_.get(), store_, std::move(options));
     return exec.run();
   } catch (...) {
+    auto area = store_.spill_area_shared();
     store_ = ChunkStore();
+    store_.set_spill_area(std::move(area));
     for (auto& [id, v] : before) store_.put(id, std::move(v));
     throw;
   }
@@ -1150,7 +1301,7 @@ RunStats Session::run(const PreparedPlan& plan, const RunMeta& runmeta, ExecOpti
 ConstBufferPtr Session::retrieve(const ChunkId& id) const {
   std::shared_lock lock(retrieval_mutex_);
   if (running_.load()) fail(ErrorKind::invalid_argument, "output retrieval is not allowed while a plan run is in progress");
-  if (ConstBufferPtr v = store_.find(id)) return v;
+  if (ConstBufferPtr v = store_.load(id)) return v;  // resident or spilled
   if (dataset_ && dataset_->has_chunk(id)) return dataset_->get_chunk(id);
   fail(ErrorKind::not_found, "chunk is not available from retained outputs or dataset: " + id.to_string());
 }

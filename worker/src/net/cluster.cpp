@@ -254,6 +254,7 @@ class UcxRankLink final : public RankLink {
   }
 
   void push(int peer, const ChunkId& id, ConstBufferPtr value, std::int32_t stage) override {
+    queued_bytes_ += value->bytes().size();
     {
       std::lock_guard lk(mu_);
       out_.push_back({peer, id, std::move(value), stage});
@@ -289,6 +290,8 @@ class UcxRankLink final : public RankLink {
     if (aborted_) fail(ErrorKind::io, abort_reason_);
     return rank_ == 0 ? totals_ : counters;
   }
+
+  std::uint64_t bytes_queued() const override { return queued_bytes_.load(); }
 
   std::vector<PeerTraffic> traffic() const override {
     std::lock_guard lk(mu_);
@@ -555,6 +558,7 @@ class UcxRankLink final : public RankLink {
             ++t.chunks_sent;
             t.bytes_sent += inflight_[i].bytes;
             t.send_seconds += std::chrono::duration<double>(Clock::now() - inflight_[i].posted).count();
+            queued_bytes_ -= inflight_[i].bytes;
             inflight_[i] = inflight_.back();
             inflight_.pop_back();
             did = true;
@@ -630,6 +634,7 @@ class UcxRankLink final : public RankLink {
   std::deque<Outgoing> out_;
   std::deque<std::pair<int, ControlMessage>> ctl_out_;
   std::size_t inflight_count_ = 0;
+  std::atomic<std::uint64_t> queued_bytes_{0};
   std::vector<PeerTraffic> traffic_;
   RankEvents* events_ = nullptr;
   std::deque<Event> backlog_;

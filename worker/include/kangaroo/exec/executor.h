@@ -25,6 +25,14 @@
 
 namespace kangaroo {
 
+// Which resident chunk a memory-capped run frees first (seed §5.4).
+enum class EvictionPolicy : std::uint8_t {
+  lru,   // least recently used
+  cost,  // cheapest to bring back first: chunks the dataset or a spill file
+         // already holds (a re-read) before ones that need a write, each
+         // group least recently used first
+};
+
 struct ExecOptions {
   int threads = 0;                 // 0: one per hardware thread
   std::size_t max_active_tasks = 0;  // 0: 64 per thread; waiting tasks do not count (EXEC-8)
@@ -34,6 +42,15 @@ struct ExecOptions {
   int world_size = 1;
   // Multi-rank job: rank and world size come from the link. Null: one rank.
   RankLink* link = nullptr;
+  // Memory-capped mode (seed §5-§6), 0 = off: the chunk bytes this rank holds
+  // (stored chunks, the inputs and outputs of running tasks, chunks queued
+  // for other ranks) stay under `memory_cap`. A task starts only when its
+  // inputs and outputs fit; otherwise resident chunks nobody is using are
+  // evicted (dropped when the dataset can serve them again, else written to
+  // the store's spill area), or the task waits for running ones. A task that
+  // cannot fit even alone fails the run with the bytes it needs.
+  std::uint64_t memory_cap = 0;
+  EvictionPolicy eviction = EvictionPolicy::lru;
   // Chunks kept after the run besides the plan's sinks (outputs no task of
   // the plan reads). keep_all keeps every produced chunk.
   bool keep_all = false;
@@ -55,6 +72,12 @@ struct RunStats {
   // index (not chunk payloads).
   std::uint64_t peak_metadata_bytes = 0;
   std::uint64_t peak_store_bytes = 0;
+  // Memory accounting (all runs) and memory-capped mode.
+  std::uint64_t peak_memory_bytes = 0;  // stored chunks + running tasks' reservations + queued sends
+  std::uint64_t evictions = 0;          // chunks freed under the cap
+  std::uint64_t admission_waits = 0;    // times a task waited for memory
+  std::uint64_t cache_hits = 0;         // reads served from the store
+  std::uint64_t cache_misses = 0;       // reads loaded from the dataset or a spill file
   std::vector<ChunkId> produced;  // chunks retained after the run (sinks or kept)
 };
 
@@ -85,6 +108,9 @@ class Session {
   ConstBufferPtr retrieve(const ChunkId& id) const;
   bool running() const { return running_.load(); }
   const ChunkStore& store() const { return store_; }
+  // Where memory-capped runs spill (kept for the session so spilled results
+  // stay retrievable).
+  void set_spill_area(std::shared_ptr<SpillArea> area) { store_.set_spill_area(std::move(area)); }
 
  private:
   std::shared_ptr<Dataset> dataset_;

@@ -63,6 +63,8 @@ class RankLink {
   // on rank 0 and unchanged elsewhere.
   virtual std::vector<std::uint64_t> finish_run(std::vector<std::uint64_t> counters) = 0;
   virtual std::vector<PeerTraffic> traffic() const = 0;
+  // Payload bytes pushed and not yet sent (held for the memory cap).
+  virtual std::uint64_t bytes_queued() const = 0;
   virtual std::string description() const = 0;
 };
 
