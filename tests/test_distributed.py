@@ -273,3 +273,64 @@ def test_killed_rank_fails_the_job_naming_it(tmp_path):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+# ---------------------------------------------------------------------------
+# metrics
+
+
+def scrape(port):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return r.read().decode()
+    except OSError:
+        return None
+
+
+def metric(text, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total, seen = 0.0, False
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+            seen = True
+    return total if seen else None
+
+
+def test_every_rank_serves_metrics_while_running(tmp_path):
+    """seed §8: per-rank Prometheus text on PORT+rank during the run."""
+    args = memory_case(tmp_path, nblocks=64, n=24, expression="+".join(["sin(a)"] * 200))
+    port = free_port()
+    p = subprocess.Popen([WORKER, "run", *map(str, args), "--out", str(tmp_path / "out"), "--ranks", "2",
+                          "--metrics-listen", f"127.0.0.1:{port}"], env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    seen = {0: None, 1: None}
+    try:
+        deadline = time.monotonic() + 120
+        while p.poll() is None and time.monotonic() < deadline:
+            for r in seen:
+                text = scrape(port + r)
+                if text and (metric(text, "kangaroo_worker_tasks_completed_total", state="ok") or 0) > 0:
+                    seen[r] = text
+            time.sleep(0.2)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    for r, text in seen.items():
+        assert text is not None, f"rank {r} served no metrics with finished tasks while the job ran"
+        for family in ("kangaroo_worker_tasks", "kangaroo_worker_task_seconds_bucket", "kangaroo_worker_memory_bytes",
+                       "kangaroo_worker_queue_wait_seconds_count", "kangaroo_worker_cache_hits_total",
+                       "kangaroo_worker_sync_wait_seconds_total", "kangaroo_worker_stream_bytes_total"):
+            assert metric(text, family) is not None, f"rank {r} lacks {family}"
+        other = str(1 - r)
+        assert metric(text, "kangaroo_worker_peer_bytes_total", peer=other, direction="sent") is not None
+        assert metric(text, "kangaroo_worker_rank", world_size="2") == r
+    assert scrape(port) is None, "the endpoint outlived the run"

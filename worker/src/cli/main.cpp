@@ -31,6 +31,7 @@
 #include "kangaroo/data/overlay_dataset.h"
 #include "kangaroo/data/uri.h"
 #include "kangaroo/exec/executor.h"
+#include "kangaroo/exec/metrics_http.h"
 #include "kangaroo/gpu/device.h"
 #include "kangaroo/kernels/register.h"
 #include "kangaroo/net/cluster.h"
@@ -50,7 +51,7 @@ const char* kUsage =
     "                      [--event-log PATH] [--threads N] [--window N]\n"
     "                      [--output FIELD[:VERSION]]... [--all-outputs] [--progress] [--run-id ID]\n"
     "                      [--ranks N | --rank R --world-size N --coordinator HOST:PORT]\n"
-    "                      [--connect-timeout SECONDS]\n"
+    "                      [--connect-timeout SECONDS] [--metrics-listen HOST:PORT]\n"
     "                      [--memory-cap SIZE [--spill-dir DIR] [--spill-limit SIZE]\n"
     "                       [--eviction lru|cost]]\n"
     "  kangaroo-worker metadata --dataset URI [--runmeta-out FILE]\n"
@@ -77,7 +78,9 @@ const char* kUsage =
     "--memory-cap SIZE (bytes, or with K/M/G suffixes, per rank) keeps the chunks a rank\n"
     "holds under SIZE: tasks wait for memory, and chunks nobody is using are dropped\n"
     "(dataset chunks) or spilled to files under --spill-dir (default $KANGAROO_SPILL_DIR,\n"
-    "$TMPDIR or /tmp) with checksums; --spill-limit caps the bytes on disk.\n";
+    "$TMPDIR or /tmp) with checksums; --spill-limit caps the bytes on disk.\n"
+    "--metrics-listen HOST:PORT serves Prometheus metrics at /metrics while the run\n"
+    "lasts; rank R listens on PORT+R (PORT 0: any free port, printed).\n";
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -375,6 +378,7 @@ int cmd_run(const std::vector<std::string>& args) {
   std::vector<std::string> child_args;  // what local child ranks run with
   std::string spill_dir;
   std::uint64_t spill_limit = 0;
+  std::string metrics_listen;
   if (const char* v = env_or_null("KANGAROO_RANK")) cluster.rank = parse_rank("KANGAROO_RANK", v), joined_flags = true;
   if (const char* v = env_or_null("KANGAROO_WORLD_SIZE")) cluster.world_size = parse_positive("KANGAROO_WORLD_SIZE", v);
   if (const char* v = env_or_null("KANGAROO_COORDINATOR")) cluster.coordinator = v;
@@ -406,6 +410,7 @@ int cmd_run(const std::vector<std::string>& args) {
     else if (a == "--connect-timeout") cluster.connect_timeout_s = parse_positive(a, value());
     else if (a == "--memory-cap") opt.memory_cap = parse_size(a, value());
     else if (a == "--spill-dir") spill_dir = value();
+    else if (a == "--metrics-listen") metrics_listen = value();
     else if (a == "--spill-limit") spill_limit = parse_size(a, value());
     else if (a == "--eviction") {
       const std::string p = value();
@@ -557,6 +562,69 @@ int cmd_run(const std::vector<std::string>& args) {
     }
     session.set_spill_area(spill);
   }
+  // Per-rank metrics endpoint (seed §8).
+  MetricRegistry metric_registry;
+  std::unique_ptr<MetricsServer> metrics_server;
+  if (!metrics_listen.empty()) {
+    const auto colon = metrics_listen.rfind(':');
+    int port = 0;
+    try {
+      port = colon == std::string::npos ? -1 : std::stoi(metrics_listen.substr(colon + 1));
+    } catch (const std::exception&) {
+      port = -1;
+    }
+    if (port < 0 || port > 65535) throw UsageError("--metrics-listen expects HOST:PORT, got '" + metrics_listen + "'");
+    const std::string where =
+        metrics_listen.substr(0, colon) + ":" + std::to_string(port == 0 ? 0 : port + cluster.rank);
+    opt.metrics = &metric_registry;
+    auto& peer_bytes = metric_registry.counter("kangaroo_worker_peer_bytes_total", "Chunk bytes exchanged with each rank.",
+                                        {"peer", "direction"});
+    auto& peer_chunks = metric_registry.counter("kangaroo_worker_peer_chunks_total", "Chunks exchanged with each rank.",
+                                         {"peer", "direction"});
+    auto& peer_secs = metric_registry.counter("kangaroo_worker_peer_send_seconds_total",
+                                       "Time sends to each rank took from post to completion.", {"peer"});
+    auto& spill_bytes = metric_registry.counter("kangaroo_worker_spill_bytes_total", "Bytes written to and read from spill files.",
+                                         {"direction"});
+    auto& spill_live = metric_registry.gauge("kangaroo_worker_spill_bytes", "Bytes in spill files now.");
+    metric_registry.gauge("kangaroo_worker_rank", "This process's rank (value) in a job of world_size ranks.", {"world_size"})
+        .with({std::to_string(cluster.world_size)})
+        .set(cluster.rank);
+    // Counters mirror totals kept by the link and the spill area.
+    auto mirror = [](MetricSeries& series, double total) {
+      if (total > series.value()) series.add(total - series.value());
+    };
+    RankLink* link_ptr = link.get();
+    SpillArea* spill_ptr = spill.get();
+    auto refresh = [=, &peer_bytes, &peer_chunks, &peer_secs, &spill_bytes, &spill_live] {
+      if (link_ptr != nullptr) {
+        const auto traffic = link_ptr->traffic();
+        for (std::size_t p = 0; p < traffic.size(); ++p) {
+          if (static_cast<int>(p) == cluster.rank) continue;
+          const std::string peer = std::to_string(p);
+          mirror(peer_bytes.with({peer, "sent"}), static_cast<double>(traffic[p].bytes_sent));
+          mirror(peer_bytes.with({peer, "received"}), static_cast<double>(traffic[p].bytes_received));
+          mirror(peer_chunks.with({peer, "sent"}), static_cast<double>(traffic[p].chunks_sent));
+          mirror(peer_chunks.with({peer, "received"}), static_cast<double>(traffic[p].chunks_received));
+          mirror(peer_secs.with({peer}), traffic[p].send_seconds);
+        }
+      }
+      if (spill_ptr != nullptr) {
+        const SpillStats ss = spill_ptr->stats();
+        mirror(spill_bytes.with({"written"}), static_cast<double>(ss.bytes_written));
+        mirror(spill_bytes.with({"read"}), static_cast<double>(ss.bytes_read));
+        spill_live.series().set(static_cast<double>(ss.bytes_live));
+      }
+    };
+    try {
+      metrics_server = std::make_unique<MetricsServer>(where, metric_registry, refresh);
+    } catch (const Error& e) {
+      std::cerr << who << "error: " << e.what() << "\n";
+      return 1;
+    }
+    std::cerr << who << "metrics on http://" << metrics_listen.substr(0, colon) << ":" << metrics_server->port()
+              << "/metrics\n";
+  }
+
   RunStats stats;
   const double t0 = EventLog::now();
   if (log) log->phase("execute", "runtime", "start", t0, 0.0);
@@ -565,11 +633,13 @@ int cmd_run(const std::vector<std::string>& args) {
   } catch (const Error& e) {
     if (log) log->phase("execute", "runtime", "error", t0, EventLog::now());
     std::cerr << who << "run failed: " << e.what() << "\n";
+    metrics_server.reset();
     link.reset();
     if (local_ranks > 1) children.wait_all(10.0);
     return 3;
   }
   if (log) log->phase("execute", "runtime", "end", t0, EventLog::now());
+  metrics_server.reset();
   link.reset();
   if (local_ranks > 1) {
     const std::string failure = children.wait_all(30.0);

@@ -18,6 +18,7 @@
 
 #include "kangaroo/core/dataset.h"
 #include "kangaroo/core/event_log.h"
+#include "kangaroo/core/metrics.h"
 #include "kangaroo/core/prepare.h"
 #include "kangaroo/core/runmeta.h"
 #include "kangaroo/exec/chunk_store.h"
@@ -51,6 +52,8 @@ struct ExecOptions {
   // cannot fit even alone fails the run with the bytes it needs.
   std::uint64_t memory_cap = 0;
   EvictionPolicy eviction = EvictionPolicy::lru;
+  // Live metrics (seed §8), null: off. Families are named kangaroo_worker_*.
+  MetricRegistry* metrics = nullptr;
   // Chunks kept after the run besides the plan's sinks (outputs no task of
   // the plan reads). keep_all keeps every produced chunk.
   bool keep_all = false;
