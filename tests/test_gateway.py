@@ -549,3 +549,47 @@ def test_kangaroo_up_status_down(tmp_path):
         down = kangaroo("down")
     assert down.returncode == 0, down.stdout + down.stderr
     assert kangaroo("status").returncode == 1
+
+
+def test_local_backend_runs_jobs_on_n_ranks_under_a_memory_cap(tmp_path):
+    """`kangaroo up --ranks 2 --mem-cap B`: the gateway reports world_size 2,
+    the SDK lowers for it, each job runs on two worker ranks with the cap, and
+    the results equal a one-rank `kangaroo-worker run` of the same plan."""
+    env = dict(os.environ, PYTHONPATH=SDK, KANGAROO_STATE_DIR=str(tmp_path / "state"),
+               KANGAROO_CONFIG=str(tmp_path / "client.json"), KANGAROO_GATEWAY_BIN=GATEWAY,
+               KANGAROO_WORKER_BIN=WORKER, UCX_TLS="sm,self", UCX_WARN_UNUSED_ENV_VARS="n")
+
+    def kangaroo(*args):
+        return subprocess.run([sys.executable, "-m", "kangaroo", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    up = kangaroo("up", "--port", "0", "--data-root", DATA, "--workers", "1", "--ranks", "2",
+                  "--mem-cap", str(64 << 20))
+    assert up.returncode == 0, up.stderr
+    try:
+        c = kg.Client(*(json.load(open(tmp_path / "client.json"))[k] for k in ("url", "token", "ca_cert")))
+        assert c.world_size == 2
+        ds = c.open_dataset(SMALL)
+        f = ds["Y(H2)"]
+        img = f.slice(axis="z", resolution=(48, 40))
+        col = f.project(axis="x", resolution=(32, 24))
+        hist = f.histogram(bins=8, range=(0.0, 1.0))
+        got_img, got_col, got_hist = kg.compute(img, col, hist)
+        targets = [v._target() for v in (img, col, hist)]
+        plan_doc = ir.Plan([t for _, t in targets]).to_dict()
+        bindings = {int(k): v for k, v in ds.field_bindings(sorted(
+            {ref["field"] for st in plan_doc["stages"] for t in st["templates"] for ref in t["inputs"]})).items()}
+        ref = worker_run(plan_doc, ds.runmeta.to_dict(), "amrex://" + os.path.join(DATA, SMALL), bindings,
+                         [fid for fid, _ in targets], str(tmp_path))
+        np.testing.assert_array_equal(got_img, ref[img._field, ds.level, 0])
+        np.testing.assert_array_equal(got_col, ref[col._field, ds.level, 0])
+        np.testing.assert_array_equal(got_hist.counts, ref[hist._field, ds.level, 0])
+        manifests = []
+        for root, _, files in os.walk(tmp_path / "state"):
+            if "manifest.json" in files:
+                manifests.append(json.load(open(os.path.join(root, "manifest.json"))))
+        assert manifests and all(m["ranks"] == 2 for m in manifests), manifests
+        assert all(m["memory"]["cap_bytes"] == 64 << 20 for m in manifests)
+    finally:
+        down = kangaroo("down")
+    assert down.returncode == 0, down.stdout + down.stderr

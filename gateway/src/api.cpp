@@ -196,7 +196,7 @@ Reply Api::dispatch(const Request& req) {
     only("GET");
     return json_reply(200, {{"version", opt_.version},
                             {"workers", opt_.workers},
-                            {"world_size", 1},
+                            {"world_size", opt_.world_size},
                             {"data_roots", roots_.names()},
                             {"max_body", opt_.max_body}});
   }

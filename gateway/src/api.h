@@ -46,6 +46,7 @@ struct Reply {
 struct ApiOptions {
   std::string version = "0.1.0";
   int workers = 1;
+  int world_size = 1;  // ranks per job: the SDK lowers reductions for it (LOW-6/7)
   std::uint64_t max_body = 64ull << 20;
 };
 

@@ -381,6 +381,16 @@ std::vector<std::string> JobStore::worker_argv(const std::string& id, const JobS
     argv.push_back("--threads");
     argv.push_back(std::to_string(threads));
   }
+  if (opt_.ranks > 1) {
+    argv.push_back("--ranks");
+    argv.push_back(std::to_string(opt_.ranks));
+  }
+  if (opt_.mem_cap > 0) {
+    argv.push_back("--memory-cap");
+    argv.push_back(std::to_string(opt_.mem_cap));
+    argv.push_back("--spill-dir");
+    argv.push_back(opt_.spill_dir.empty() ? (opt_.state_dir / "spill").string() : opt_.spill_dir);
+  }
   return argv;
 }
 

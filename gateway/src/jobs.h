@@ -64,7 +64,10 @@ struct JobStoreOptions {
   std::string worker_bin;
   int slots = 1;             // jobs running at once
   std::size_t queue_cap = 64;  // queued jobs before 503
-  int threads_per_job = 0;   // default --threads of each worker (0: worker default)
+  int threads_per_job = 0;   // default --threads of each worker rank (0: worker default)
+  int ranks = 1;             // worker ranks per job (local processes joined over UCX)
+  std::uint64_t mem_cap = 0;  // per-rank memory cap of jobs (0: none)
+  std::string spill_dir;     // where capped jobs spill (default: <state_dir>/spill)
 };
 
 class JobStore {

@@ -22,11 +22,12 @@ namespace {
 const char* kUsage =
     "usage: kangaroo-gateway --cert FILE --key FILE --tokens FILE --state-dir DIR --data-root DIR [--data-root DIR]...\n"
     "                        [--listen HOST:PORT] [--worker-bin PATH] [--workers N] [--queue N]\n"
-    "                        [--threads N] [--max-body BYTES] [--read-timeout SECONDS] [--mem-cap BYTES]\n"
-    "                        [--ready-file FILE]\n"
+    "                        [--threads N] [--max-body BYTES] [--read-timeout SECONDS] [--ranks N]\n"
+    "                        [--mem-cap BYTES [--spill-dir DIR]] [--ready-file FILE]\n"
     "Serves the REST API of docs/api.md over HTTPS (TLS 1.2+) and runs jobs as kangaroo-worker\n"
-    "processes on this host, --workers at a time (each job one rank), with at most --queue jobs\n"
-    "waiting. --listen defaults to 127.0.0.1:8443; port 0 picks a free port. Once listening, the\n"
+    "processes on this host, --workers jobs at a time, each on --ranks ranks (default 1) with a\n"
+    "per-rank memory cap of --mem-cap bytes (default none; capped jobs spill under --spill-dir,\n"
+    "default <state-dir>/spill), with at most --queue jobs waiting. --listen defaults to 127.0.0.1:8443; port 0 picks a free port. Once listening, the\n"
     "URL is printed and written to --ready-file. Tokens file: one 'token tenant' per line.\n";
 
 struct UsageError : std::runtime_error {
@@ -95,6 +96,8 @@ int main(int argc, char** argv) {
       else if (a == "--max-body") server.max_body = parse_u64(a, value(), 1024, 1ull << 34);
       else if (a == "--read-timeout") server.read_timeout = std::chrono::seconds(parse_u64(a, value(), 1, 3600));
       else if (a == "--mem-cap") mem_cap = parse_u64(a, value(), 0, ~0ull);
+      else if (a == "--ranks") store.ranks = static_cast<int>(parse_u64(a, value(), 1, 1024));
+      else if (a == "--spill-dir") store.spill_dir = value();
       else if (a == "--ready-file") server.ready_file = value();
       else throw UsageError("unexpected argument '" + a + "'");
     }
@@ -113,12 +116,13 @@ int main(int argc, char** argv) {
       throw std::runtime_error("worker binary '" + store.worker_bin +
                                "' is not executable; pass --worker-bin PATH to kangaroo-worker");
     }
-    if (mem_cap > 0) {
-      std::cerr << "kangaroo-gateway: note: --mem-cap is recorded but workers do not enforce a memory cap yet\n";
-    }
+    if (!store.spill_dir.empty() && mem_cap == 0) throw std::runtime_error("--spill-dir needs --mem-cap");
+    store.mem_cap = mem_cap;
     const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-    store.threads_per_job = static_cast<int>(std::max(1u, hw / static_cast<unsigned>(store.slots)));
+    store.threads_per_job =
+        static_cast<int>(std::max(1u, hw / static_cast<unsigned>(store.slots) / static_cast<unsigned>(store.ranks)));
     api_opt.workers = store.slots;
+    api_opt.world_size = store.ranks;
     api_opt.max_body = server.max_body;
     MetricRegistry metrics;
     TokenTable tokens = TokenTable::load(tokens_file);

@@ -248,8 +248,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         cmd += ["--data-root", r]
     if worker:
         cmd += ["--worker-bin", worker]
-    for flag, value in (("--workers", args.workers), ("--queue", args.queue), ("--mem-cap", args.mem_cap),
-                        ("--max-body", args.max_body)):
+    for flag, value in (("--workers", args.workers), ("--queue", args.queue), ("--ranks", args.ranks),
+                        ("--mem-cap", args.mem_cap), ("--max-body", args.max_body)):
         if value is not None:
             cmd += [flag, str(value)]
 
@@ -347,7 +347,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--queue", type=int, help="queued jobs accepted")
     up.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT}; "
                     "0 picks a free one)")
-    up.add_argument("--mem-cap", type=int, metavar="BYTES", help="memory cap per job")
+    up.add_argument("--ranks", type=int, help="worker ranks per job (local processes; default 1)")
+    up.add_argument("--mem-cap", type=int, metavar="BYTES",
+                    help="memory cap per rank of a job; chunks beyond it spill to the state folder")
     up.add_argument("--max-body", type=int, metavar="BYTES", help="largest request body accepted")
     up.add_argument("--gateway-bin", metavar="PATH", help="the kangaroo-gateway binary")
     up.add_argument("--worker-bin", metavar="PATH", help="the kangaroo-worker binary")
