@@ -550,10 +550,6 @@ int cmd_run(const std::vector<std::string>& args) {
   Session session(dataset);
   std::shared_ptr<SpillArea> spill;
   if (opt.memory_cap > 0) {
-    // Chunk-sized blocks always from mmap, so freed chunks leave the process
-    // at once and resident memory follows what the cap accounts for (glibc
-    // otherwise raises the threshold and keeps freed blocks in its heap).
-    ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     try {
       spill = std::make_shared<SpillArea>(spill_dir, spill_limit);
     } catch (const Error& e) {

@@ -47,100 +47,114 @@ SpillArea::SpillArea(const std::string& dir, std::uint64_t limit) : root_(dir), 
   if (ec || !fs::is_directory(dir)) {
     fail(ErrorKind::io, "cannot use spill directory '" + dir + "': " + (ec ? ec.message() : "not a directory"));
   }
-  for (int attempt = 0; attempt < 100; ++attempt) {
+  for (int attempt = 0; attempt < 100 && dir_.empty(); ++attempt) {
     const std::string candidate =
         (fs::path(dir) / ("kangaroo-spill-" + std::to_string(::getpid()) + "-" + std::to_string(attempt))).string();
-    if (::mkdir(candidate.c_str(), 0700) == 0) {
-      dir_ = candidate;
-      return;
-    }
-    if (errno != EEXIST) fail(ErrorKind::io, io_error("cannot create a spill directory in '" + dir + "'", errno));
+    if (::mkdir(candidate.c_str(), 0700) == 0) dir_ = candidate;
+    else if (errno != EEXIST) fail(ErrorKind::io, io_error("cannot create a spill directory in '" + dir + "'", errno));
   }
-  fail(ErrorKind::io, "cannot create a spill directory in '" + dir + "': too many leftovers of this process id");
+  if (dir_.empty()) fail(ErrorKind::io, "cannot create a spill directory in '" + dir + "': too many leftovers");
+  path_ = dir_ + "/chunks.spill";
+  fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd_ < 0) {
+    const int err = errno;
+    fs::remove_all(dir_, ec);
+    fail(ErrorKind::io, io_error("cannot create the spill file in '" + dir + "'", err));
+  }
 }
 
 SpillArea::~SpillArea() {
+  if (fd_ >= 0) ::close(fd_);
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
+}
+
+void SpillArea::refuse(const ChunkId& id, std::uint64_t n, const std::string& why) const {
+  fail(ErrorKind::io, "cannot spill chunk " + id.to_string() + " (" + std::to_string(n) + " bytes) to '" + root_ +
+                          "': " + why + "; free space there, point --spill-dir elsewhere or raise the memory cap");
+}
+
+std::uint64_t SpillArea::allocate(std::uint64_t n, const ChunkId& id) {
+  std::lock_guard lk(mu_);
+  std::uint64_t offset = 0;
+  auto it = free_.lower_bound(n);
+  if (it != free_.end()) {
+    const std::uint64_t size = it->first;
+    offset = it->second;
+    free_.erase(it);
+    if (size > n) free_.emplace(size - n, offset + n);
+  } else {
+    if (limit_ > 0 && end_ + n > limit_) {
+      refuse(id, n, "the spill limit of " + std::to_string(limit_) + " bytes is reached");
+    }
+    offset = end_;
+    end_ += n;
+  }
+  const std::uint64_t live = live_.fetch_add(n) + n;
+  if (live > peak_.load()) peak_.store(live);
+  return offset;
+}
+
+// Counterpart of allocate(); the whole file is truncated once nothing lives in it.
+void SpillArea::release(std::uint64_t offset, std::uint64_t n) {
+  std::lock_guard lk(mu_);
+  live_.fetch_sub(n);
+  if (offset + n == end_) {
+    end_ = offset;  // the tail shrinks; freed extents just below it stay listed
+  } else {
+    free_.emplace(n, offset);
+  }
+  if (live_.load() == 0) {
+    free_.clear();
+    end_ = 0;
+    (void)!::ftruncate(fd_, 0);
+  }
 }
 
 SpillRecord SpillArea::write(const ChunkId& id, const Buffer& buffer) {
   const auto bytes = buffer.bytes();
   const std::uint64_t n = bytes.size();
-  auto refuse = [&](const std::string& why) -> SpillRecord {
-    fail(ErrorKind::io, "cannot spill chunk " + id.to_string() + " (" + std::to_string(n) + " bytes) to '" + root_ +
-                            "': " + why + "; free space there, point --spill-dir elsewhere or raise the memory cap");
-  };
-  if (limit_ > 0) {
-    const std::uint64_t now = live_.fetch_add(n) + n;
-    if (now > limit_) {
-      live_.fetch_sub(n);
-      return refuse("the spill limit of " + std::to_string(limit_) + " bytes is reached");
-    }
-  } else {
-    live_.fetch_add(n);
-  }
   SpillRecord rec;
-  rec.path = dir_ + "/" + std::to_string(seq_.fetch_add(1)) + ".chunk";
+  rec.offset = allocate(n, id);
   rec.desc = buffer.descriptor();
   rec.nbytes = n;
   rec.nonzero = buffer.nonzero_rect();
   rec.checksum = spill_checksum(bytes.data(), n);
-  const int fd = ::open(rec.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    const int err = errno;
-    live_.fetch_sub(n);
-    return refuse(std::strerror(err));
-  }
   std::uint64_t done = 0;
   while (done < n) {
-    const ssize_t w = ::write(fd, bytes.data() + done, static_cast<std::size_t>(std::min<std::uint64_t>(n - done, 1u << 30)));
+    const ssize_t w = ::pwrite(fd_, bytes.data() + done, static_cast<std::size_t>(std::min<std::uint64_t>(n - done, 1u << 30)),
+                               static_cast<off_t>(rec.offset + done));
     if (w < 0 && errno == EINTR) continue;
     if (w <= 0) {
       const int err = w < 0 ? errno : ENOSPC;
-      ::close(fd);
-      ::unlink(rec.path.c_str());
-      live_.fetch_sub(n);
-      return refuse(std::strerror(err));
+      release(rec.offset, n);
+      refuse(id, n, std::strerror(err));
     }
     done += static_cast<std::uint64_t>(w);
   }
-  if (::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(rec.path.c_str());
-    live_.fetch_sub(n);
-    return refuse(std::strerror(err));
-  }
   written_ += n;
   ++chunks_written_;
-  std::uint64_t peak = peak_.load();
-  const std::uint64_t live = live_.load();
-  while (live > peak && !peak_.compare_exchange_weak(peak, live)) {
-  }
   return rec;
 }
 
 ConstBufferPtr SpillArea::read(const SpillRecord& rec) {
-  const int fd = ::open(rec.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(ErrorKind::io, io_error("spilled chunk file '" + rec.path + "' cannot be opened", errno));
   auto storage = Storage::allocate_host(rec.nbytes, InitPolicy::uninitialized);
   std::uint64_t done = 0;
   while (done < rec.nbytes) {
-    const ssize_t r = ::pread(fd, storage->data() + done,
+    const ssize_t r = ::pread(fd_, storage->data() + done,
                               static_cast<std::size_t>(std::min<std::uint64_t>(rec.nbytes - done, 1u << 30)),
-                              static_cast<off_t>(done));
+                              static_cast<off_t>(rec.offset + done));
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
-      const int err = errno;
-      ::close(fd);
-      fail(ErrorKind::io, "spilled chunk file '" + rec.path + "' is shorter than its " + std::to_string(rec.nbytes) +
-                              " bytes" + (r < 0 ? " (" + std::string(std::strerror(err)) + ")" : ""));
+      fail(ErrorKind::io, "spill file '" + path_ + "' is shorter than the chunk at offset " + std::to_string(rec.offset) +
+                              " (" + std::to_string(rec.nbytes) + " bytes)" +
+                              (r < 0 ? " (" + std::string(std::strerror(errno)) + ")" : ""));
     }
     done += static_cast<std::uint64_t>(r);
   }
-  ::close(fd);
   if (spill_checksum(storage->data(), rec.nbytes) != rec.checksum) {
-    fail(ErrorKind::io, "spilled chunk file '" + rec.path + "' is corrupt (checksum mismatch)");
+    fail(ErrorKind::io, "spilled chunk at offset " + std::to_string(rec.offset) + " of '" + path_ +
+                            "' is corrupt (checksum mismatch)");
   }
   read_ += rec.nbytes;
   ++chunks_read_;
@@ -149,9 +163,7 @@ ConstBufferPtr SpillArea::read(const SpillRecord& rec) {
   return b;
 }
 
-void SpillArea::remove(const SpillRecord& rec) {
-  if (::unlink(rec.path.c_str()) == 0) live_.fetch_sub(rec.nbytes);
-}
+void SpillArea::remove(const SpillRecord& rec) { release(rec.offset, rec.nbytes); }
 
 SpillStats SpillArea::stats() const {
   SpillStats s;

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -16,7 +18,7 @@
 namespace kangaroo {
 
 struct SpillRecord {
-  std::string path;
+  std::uint64_t offset = 0;  // extent in the area's spill file
   Descriptor desc;
   std::uint64_t nbytes = 0;
   std::uint64_t checksum = 0;
@@ -37,8 +39,10 @@ std::uint64_t spill_checksum(const std::byte* data, std::size_t n);
 
 class SpillArea {
  public:
-  // Creates a private subdirectory of `dir` (created if missing). `limit`
-  // caps the bytes on disk at once (0: only the disk's own size).
+  // Creates a private subdirectory of `dir` (created if missing) holding one
+  // spill file whose extents are reused as chunks come and go (creating a
+  // file per chunk costs far more than writing it). `limit` caps the size of
+  // that file (0: only the disk's own size).
   explicit SpillArea(const std::string& dir, std::uint64_t limit = 0);
   ~SpillArea();
   SpillArea(const SpillArea&) = delete;
@@ -53,12 +57,23 @@ class SpillArea {
 
   SpillStats stats() const;
   const std::string& directory() const { return dir_; }
+  const std::string& file() const { return path_; }
 
  private:
+  // Best-fit extent of `n` bytes (reusing freed ones, else growing the
+  // file); throws when the limit forbids growth.
+  std::uint64_t allocate(std::uint64_t n, const ChunkId& id);
+  void release(std::uint64_t offset, std::uint64_t n);
+  [[noreturn]] void refuse(const ChunkId& id, std::uint64_t n, const std::string& why) const;
+
   std::string root_;  // the directory the user gave
   std::string dir_;   // this process's subdirectory
+  std::string path_;  // the spill file
+  int fd_ = -1;
   std::uint64_t limit_;
-  std::atomic<std::uint64_t> seq_{0};
+  std::mutex mu_;
+  std::multimap<std::uint64_t, std::uint64_t> free_;  // size -> offset
+  std::uint64_t end_ = 0;                             // file high-water mark
   mutable std::atomic<std::uint64_t> written_{0}, read_{0}, chunks_written_{0}, chunks_read_{0}, live_{0}, peak_{0};
 };
 
