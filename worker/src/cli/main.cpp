@@ -524,6 +524,11 @@ int cmd_run(const std::vector<std::string>& args) {
   // plan fails before any rank waits for another).
   LocalRanks children;
   std::unique_ptr<RankLink> link;
+  // Chunks received ahead of the executor are outside the cap's accounting:
+  // keep them to an eighth of it.
+  if (opt.memory_cap > 0) {
+    cluster.receive_window = std::min(cluster.receive_window, std::max<std::uint64_t>(1 << 20, opt.memory_cap / 8));
+  }
   const std::string who = cluster.world_size > 1 ? "rank " + std::to_string(cluster.rank) + ": " : "";
   if (cluster.world_size > 1) {
     try {

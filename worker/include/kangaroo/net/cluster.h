@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kangaroo/exec/rank_link.h"
+#include "kangaroo/net/transport.h"
 
 namespace kangaroo {
 
@@ -25,6 +26,8 @@ struct ClusterOptions {
   std::string coordinator;  // HOST:PORT of rank 0's control listener
   int listen_fd = -1;       // rank 0: an already listening socket (local launcher)
   double connect_timeout_s = 60.0;
+  // Transport::set_receive_window for this rank.
+  std::uint64_t receive_window = kDefaultReceiveWindow;
   // Called while rank 0 waits for the others to join; may throw to give up
   // early (a launcher whose child rank already exited).
   std::function<void()> while_waiting;
