@@ -223,27 +223,19 @@ RunMeta synthesize_dataset_runmeta(const Dataset& dataset) {
   return synthesize_runmeta(*reader);
 }
 
-int parse_positive(const std::string& flag, const std::string& v) {
+// An integer flag value of at least `min` (0 or 1).
+int parse_count(const std::string& flag, const std::string& v, int min) {
   try {
     std::size_t used = 0;
     const int n = std::stoi(v, &used);
-    if (used != v.size() || n < 1) throw std::invalid_argument(v);
+    if (used != v.size() || n < min) throw std::invalid_argument(v);
     return n;
   } catch (const std::exception&) {
-    throw UsageError(flag + " expects a positive integer, got '" + v + "'");
+    throw UsageError(flag + " expects a " + (min > 0 ? "positive" : "non-negative") + " integer, got '" + v + "'");
   }
 }
-
-int parse_rank(const std::string& flag, const std::string& v) {
-  try {
-    std::size_t used = 0;
-    const int n = std::stoi(v, &used);
-    if (used != v.size() || n < 0) throw std::invalid_argument(v);
-    return n;
-  } catch (const std::exception&) {
-    throw UsageError(flag + " expects a non-negative integer, got '" + v + "'");
-  }
-}
+int parse_positive(const std::string& flag, const std::string& v) { return parse_count(flag, v, 1); }
+int parse_rank(const std::string& flag, const std::string& v) { return parse_count(flag, v, 0); }
 
 // Child ranks of a local multi-rank run (--ranks N).
 class LocalRanks {

@@ -11,21 +11,7 @@ void ChunkStore::drop_spill(Entry& e) {
   e.spill.reset();
 }
 
-std::vector<ChunkWaiter> ChunkStore::put(const ChunkId& id, ConstBufferPtr value) {
-  Entry& e = entries_[id];
-  if (e.value) bytes_ -= e.value->allocated_bytes();
-  bytes_ += value ? value->allocated_bytes() : 0;
-  peak_bytes_ = std::max(peak_bytes_, bytes_);
-  e.value = std::move(value);
-  e.last_use = ++tick_;
-  e.from_dataset = false;
-  drop_spill(e);
-  std::vector<ChunkWaiter> woken;
-  woken.swap(e.waiters);
-  return woken;
-}
-
-void ChunkStore::cache(const ChunkId& id, ConstBufferPtr value, bool from_dataset) {
+ChunkStore::Entry& ChunkStore::assign(const ChunkId& id, ConstBufferPtr value, bool from_dataset) {
   Entry& e = entries_[id];
   if (e.value) bytes_ -= e.value->allocated_bytes();
   bytes_ += value ? value->allocated_bytes() : 0;
@@ -33,6 +19,19 @@ void ChunkStore::cache(const ChunkId& id, ConstBufferPtr value, bool from_datase
   e.value = std::move(value);
   e.last_use = ++tick_;
   e.from_dataset = from_dataset;
+  return e;
+}
+
+std::vector<ChunkWaiter> ChunkStore::put(const ChunkId& id, ConstBufferPtr value) {
+  Entry& e = assign(id, std::move(value), false);
+  drop_spill(e);
+  std::vector<ChunkWaiter> woken;
+  woken.swap(e.waiters);
+  return woken;
+}
+
+void ChunkStore::cache(const ChunkId& id, ConstBufferPtr value, bool from_dataset) {
+  assign(id, std::move(value), from_dataset);
 }
 
 void ChunkStore::erase(const ChunkId& id) {

@@ -493,7 +493,7 @@ struct Executor::Impl {
     StageState& st = stages[static_cast<std::size_t>(s)];
     if (!st.local_done || !st.barrier_known || st.received < st.expected || st.status != StageStatus::active) return;
     --awaiting_barrier;
-    if (m.sync_wait != nullptr) m.sync_wait->add(clock_now() - local_done_at[static_cast<std::size_t>(s)]);
+    if (ins.sync_wait != nullptr) ins.sync_wait->add(clock_now() - local_done_at[static_cast<std::size_t>(s)]);
     finish_stage(s);
   }
 
@@ -551,7 +551,7 @@ struct Executor::Impl {
       if (--wt->pending == 0) {
         --waiting;
         --stages[static_cast<std::size_t>(wt->stage)].parked;
-        if (m.queue_wait != nullptr) wt->ready_at = clock_now();
+        if (ins.queue_wait != nullptr) wt->ready_at = clock_now();
         runnable.push_back(wt);
       }
     }
@@ -612,7 +612,7 @@ struct Executor::Impl {
     MetricSeries* stream_in = nullptr;
     MetricSeries* stream_out = nullptr;
     MetricSeries* stages = nullptr;
-  } m;
+  } ins;
   std::vector<double> local_done_at;  // per stage, for barrier wait time
 
   static double clock_now() {
@@ -623,48 +623,48 @@ struct Executor::Impl {
     MetricRegistry* r = opt.metrics;
     if (r == nullptr) return;
     auto& done = r->counter("kangaroo_worker_tasks_completed_total", "Tasks this rank finished, by outcome.", {"state"});
-    m.done_ok = &done.with({"ok"});
-    m.done_empty = &done.with({"empty"});
-    m.done_failed = &done.with({"failed"});
+    ins.done_ok = &done.with({"ok"});
+    ins.done_empty = &done.with({"empty"});
+    ins.done_failed = &done.with({"failed"});
     auto& now = r->gauge("kangaroo_worker_tasks", "Tasks of the current run on this rank, by state.", {"state"});
-    m.running = &now.with({"running"});
-    m.runnable = &now.with({"runnable"});
-    m.waiting = &now.with({"waiting"});
-    m.task_seconds = &r->histogram("kangaroo_worker_task_seconds", "Kernel time per task.",
+    ins.running = &now.with({"running"});
+    ins.runnable = &now.with({"runnable"});
+    ins.waiting = &now.with({"waiting"});
+    ins.task_seconds = &r->histogram("kangaroo_worker_task_seconds", "Kernel time per task.",
                                    exponential_buckets(1e-5, 4, 12), {"kernel"});
-    m.queue_wait = &r->histogram("kangaroo_worker_queue_wait_seconds",
+    ins.queue_wait = &r->histogram("kangaroo_worker_queue_wait_seconds",
                                  "Time from a task becoming runnable to its start.", exponential_buckets(1e-5, 4, 12))
                         .series();
     auto& mem = r->gauge("kangaroo_worker_memory_bytes", "Chunk memory this rank holds, by kind.", {"kind"});
-    m.mem_store = &mem.with({"stored_chunks"});
-    m.mem_reserved = &mem.with({"running_tasks"});
-    m.mem_queued = &mem.with({"queued_sends"});
-    m.mem_metadata = &mem.with({"task_metadata"});
-    m.mem_cap = &r->gauge("kangaroo_worker_memory_cap_bytes", "Memory cap of this rank (0: none).").series();
-    m.mem_cap->set(static_cast<double>(opt.memory_cap));
-    m.cache_hits = &r->counter("kangaroo_worker_cache_hits_total", "Chunk reads served from memory.").series();
-    m.cache_misses =
+    ins.mem_store = &mem.with({"stored_chunks"});
+    ins.mem_reserved = &mem.with({"running_tasks"});
+    ins.mem_queued = &mem.with({"queued_sends"});
+    ins.mem_metadata = &mem.with({"task_metadata"});
+    ins.mem_cap = &r->gauge("kangaroo_worker_memory_cap_bytes", "Memory cap of this rank (0: none).").series();
+    ins.mem_cap->set(static_cast<double>(opt.memory_cap));
+    ins.cache_hits = &r->counter("kangaroo_worker_cache_hits_total", "Chunk reads served from memory.").series();
+    ins.cache_misses =
         &r->counter("kangaroo_worker_cache_misses_total", "Chunk reads loaded from the dataset or a spill file.").series();
-    m.evictions = &r->counter("kangaroo_worker_evictions_total", "Chunks freed to stay under the memory cap.").series();
-    m.sync_wait = &r->counter("kangaroo_worker_sync_wait_seconds_total",
+    ins.evictions = &r->counter("kangaroo_worker_evictions_total", "Chunks freed to stay under the memory cap.").series();
+    ins.sync_wait = &r->counter("kangaroo_worker_sync_wait_seconds_total",
                               "Time this rank waited at stage barriers for the other ranks.")
                        .series();
     auto& stream = r->counter("kangaroo_worker_stream_bytes_total",
                               "Chunk bytes loaded into tasks (in) and published by them (out).", {"direction"});
-    m.stream_in = &stream.with({"in"});
-    m.stream_out = &stream.with({"out"});
-    m.stages = &r->counter("kangaroo_worker_stages_completed_total", "Stages finished (all ranks).").series();
+    ins.stream_in = &stream.with({"in"});
+    ins.stream_out = &stream.with({"out"});
+    ins.stages = &r->counter("kangaroo_worker_stages_completed_total", "Stages finished (all ranks).").series();
   }
 
   void update_gauges() {
-    if (m.running == nullptr) return;
-    m.running->set(static_cast<double>(running));
-    m.runnable->set(static_cast<double>(runnable.size()));
-    m.waiting->set(static_cast<double>(waiting));
-    m.mem_store->set(static_cast<double>(store.bytes_in_use()));
-    m.mem_reserved->set(static_cast<double>(reserved));
-    m.mem_queued->set(static_cast<double>(link_bytes()));
-    m.mem_metadata->set(static_cast<double>(live_task_bytes + counts.size() * kCountNodeBytes));
+    if (ins.running == nullptr) return;
+    ins.running->set(static_cast<double>(running));
+    ins.runnable->set(static_cast<double>(runnable.size()));
+    ins.waiting->set(static_cast<double>(waiting));
+    ins.mem_store->set(static_cast<double>(store.bytes_in_use()));
+    ins.mem_reserved->set(static_cast<double>(reserved));
+    ins.mem_queued->set(static_cast<double>(link_bytes()));
+    ins.mem_metadata->set(static_cast<double>(live_task_bytes + counts.size() * kCountNodeBytes));
   }
 
   void activate(int s) {
@@ -687,7 +687,7 @@ struct Executor::Impl {
   void finish_stage(int s) {
     StageState& st = stages[static_cast<std::size_t>(s)];
     st.status = StageStatus::done;
-    if (m.stages != nullptr) m.stages->add(1);
+    if (ins.stages != nullptr) ins.stages->add(1);
     ++stages_done;
     ++stats.stages_run;
     if (opt.event_log != nullptr) {
@@ -810,7 +810,7 @@ struct Executor::Impl {
         if (ConstBufferPtr v = store.find(id)) {
           task->reads[r] = std::move(v);
           ++stats.cache_hits;
-          if (m.cache_hits != nullptr) m.cache_hits->add(1);
+          if (ins.cache_hits != nullptr) ins.cache_hits->add(1);
         } else if (auto rec = store.spilled(id)) {
           read_kinds[r] = ReadKind::load;
           task->unspill.emplace_back(r, std::move(*rec));
@@ -829,7 +829,7 @@ struct Executor::Impl {
           if (read_kinds[r] == ReadKind::load) {
             task->to_load.push_back(r);
             ++stats.cache_misses;
-            if (m.cache_misses != nullptr) m.cache_misses->add(1);
+            if (ins.cache_misses != nullptr) ins.cache_misses->add(1);
           } else if (read_kinds[r] == ReadKind::wait) {
             store.wait(task->read_ids[r], {task, r});
             ++task->pending;
@@ -844,7 +844,7 @@ struct Executor::Impl {
         ++a;  // parked; look for runnable work in the next stage (EXEC-8)
         continue;
       }
-      if (m.queue_wait != nullptr) task->ready_at = clock_now();
+      if (ins.queue_wait != nullptr) task->ready_at = clock_now();
       return task;
     }
   }
@@ -951,7 +951,7 @@ struct Executor::Impl {
       try {
         freed += store.evict(c.id);
         ++stats.evictions;
-        if (m.evictions != nullptr) m.evictions->add(1);
+        if (ins.evictions != nullptr) ins.evictions->add(1);
       } catch (...) {
         record_error(std::current_exception());
         return;
@@ -1022,7 +1022,7 @@ struct Executor::Impl {
     if (t->error) {
       record_error(t->error);
       st.status = StageStatus::failed;
-      if (m.done_failed != nullptr) m.done_failed->add(1);
+      if (ins.done_failed != nullptr) ins.done_failed->add(1);
     } else {
       // Inputs are released before outputs are published so a group that
       // writes the identity it read (RED-9) keeps its new value.
@@ -1065,7 +1065,7 @@ struct Executor::Impl {
       }
       if (t->empty_group) ++stats.tasks_empty;
       else ++stats.tasks_run;
-      if (m.done_ok != nullptr) (t->empty_group ? m.done_empty : m.done_ok)->add(1);
+      if (ins.done_ok != nullptr) (t->empty_group ? ins.done_empty : ins.done_ok)->add(1);
     }
     (void)worker;
     --st.outstanding;
@@ -1253,16 +1253,16 @@ struct Executor::Impl {
       ctx.dataset = dataset;
       ctx.extra_ids = std::span<const ChunkId>(t->read_ids).subspan(t->n_base);
       ctx.extra_chunks = std::span<const ConstBufferPtr>(t->reads).subspan(t->n_base);
-      const double k0 = m.task_seconds != nullptr ? clock_now() : 0.0;
+      const double k0 = ins.task_seconds != nullptr ? clock_now() : 0.0;
       info.entry->fn(ctx);
       for (std::size_t o = 0; o < tm.outputs.size(); ++o) finalize_output(tm, allocated[o], t->outputs[o]);
-      if (m.task_seconds != nullptr) {
-        m.task_seconds->with({tm.kernel}).observe(clock_now() - k0);
+      if (ins.task_seconds != nullptr) {
+        ins.task_seconds->with({tm.kernel}).observe(clock_now() - k0);
         std::uint64_t in = 0, out = 0;
         for (std::uint32_t r : t->to_load) in += t->reads[r] ? t->reads[r]->byte_size() : 0;
         for (const auto& o : t->outputs) out += o ? o->byte_size() : 0;
-        m.stream_in->add(static_cast<double>(in));
-        m.stream_out->add(static_cast<double>(out));
+        ins.stream_in->add(static_cast<double>(in));
+        ins.stream_out->add(static_cast<double>(out));
       }
     } catch (const Error& e) {
       t->error = std::make_exception_ptr(
@@ -1285,7 +1285,7 @@ struct Executor::Impl {
       if (t != nullptr) {
         ++running;
         update_peaks();
-        if (m.queue_wait != nullptr && t->ready_at > 0) m.queue_wait->observe(clock_now() - t->ready_at);
+        if (ins.queue_wait != nullptr && t->ready_at > 0) ins.queue_wait->observe(clock_now() - t->ready_at);
         lk.unlock();
         execute(t, worker);
         lk.lock();

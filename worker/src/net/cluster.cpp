@@ -217,7 +217,8 @@ class UcxRankLink final : public RankLink {
  public:
   UcxRankLink(int rank, int world, std::unique_ptr<Transport> transport, std::vector<int> fds)
       : rank_(rank), world_(world), transport_(std::move(transport)), fds_(std::move(fds)),
-        rx_(static_cast<std::size_t>(world)), traffic_(static_cast<std::size_t>(world)),
+        rx_(static_cast<std::size_t>(world)), outbox_(static_cast<std::size_t>(world)),
+        traffic_(static_cast<std::size_t>(world)),
         closed_(static_cast<std::size_t>(world), false), finished_(static_cast<std::size_t>(world), false) {
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) fail(ErrorKind::io, std::string("eventfd: ") + std::strerror(errno));
@@ -366,14 +367,23 @@ class UcxRankLink final : public RankLink {
     dispatch(ev, e);
   }
 
-  // Net thread only.
+  // Net thread only. Control messages are batched per peer and written
+  // once per loop iteration (flush_control).
   void write_control(int peer, const ControlMessage& m) {
-    const int fd = fds_[static_cast<std::size_t>(peer)];
-    if (fd < 0 || closed_[static_cast<std::size_t>(peer)]) return;
-    try {
-      write_all(fd, encode_control(m), rank_name(peer));
-    } catch (const Error&) {
-      // A closed peer shows up as end of stream on the read side.
+    if (fds_[static_cast<std::size_t>(peer)] < 0 || closed_[static_cast<std::size_t>(peer)]) return;
+    outbox_[static_cast<std::size_t>(peer)] += encode_control(m);
+  }
+
+  void flush_control() {
+    for (int r = 0; r < world_; ++r) {
+      std::string& out = outbox_[static_cast<std::size_t>(r)];
+      if (out.empty()) continue;
+      try {
+        if (!closed_[static_cast<std::size_t>(r)]) write_all(fds_[static_cast<std::size_t>(r)], out, rank_name(r));
+      } catch (const Error&) {
+        // A closed peer shows up as end of stream on the read side.
+      }
+      out.clear();
     }
   }
 
@@ -530,7 +540,10 @@ class UcxRankLink final : public RankLink {
       std::deque<std::pair<int, ControlMessage>> ctl;
       {
         std::lock_guard lk(mu_);
-        if (stop_) return;
+        if (stop_) {
+          flush_control();
+          return;
+        }
         out.swap(out_);
         ctl.swap(ctl_out_);
       }
@@ -601,6 +614,7 @@ class UcxRankLink final : public RankLink {
       for (int r = 0; r < world_; ++r) {
         if (fds_[static_cast<std::size_t>(r)] >= 0 && !closed_[static_cast<std::size_t>(r)]) read_control(r);
       }
+      flush_control();
       if (did) continue;
       if (!broken_) {
         try {
@@ -627,6 +641,7 @@ class UcxRankLink final : public RankLink {
   std::unique_ptr<Transport> transport_;
   std::vector<int> fds_;
   std::vector<std::string> rx_;
+  std::vector<std::string> outbox_;  // net thread: control frames to write, per peer
   int wake_fd_ = -1;
   std::thread thread_;
 

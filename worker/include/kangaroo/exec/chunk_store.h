@@ -98,6 +98,8 @@ class ChunkStore {
     std::optional<SpillRecord> spill;
   };
   void drop_spill(Entry& e);
+  // Stores a value (byte accounting, LRU tick); the spill record is left alone.
+  Entry& assign(const ChunkId& id, ConstBufferPtr value, bool from_dataset);
 
   std::unordered_map<ChunkId, Entry, ChunkIdHash> entries_;
   std::uint64_t bytes_ = 0;
