@@ -64,6 +64,7 @@ struct Task {
   std::uint64_t reserve = 0;    // bytes admitted under the memory cap
   double ready_at = 0.0;        // when it became runnable (metrics: queue wait)
   std::vector<std::pair<std::uint32_t, SpillRecord>> unspill;  // read slots served by spill files
+  std::vector<std::uint32_t> partial;  // read slots loaded only in the kernel's input window
 
   std::uint64_t footprint() const {
     return sizeof(Task) + reads.capacity() * sizeof(ConstBufferPtr) + read_ids.capacity() * sizeof(ChunkId) +
@@ -726,6 +727,7 @@ struct Executor::Impl {
     t->neighbor_slots.clear();
     t->outputs.clear();
     t->unspill.clear();
+    t->partial.clear();
     t->reserve = 0;
     t->error = nullptr;
     t->pending = 0;
@@ -1036,7 +1038,8 @@ struct Executor::Impl {
         if (c.remaining == 0) {
           if (c.run_owned && !keep(id)) store.erase(id);
           counts.erase(it);
-        } else if (was_loaded && !store.contains(id)) {
+        } else if (was_loaded && !store.contains(id) &&
+                   std::find(t->partial.begin(), t->partial.end(), r) == t->partial.end()) {
           // Cache a dataset chunk (or one read back from its spill file) for
           // its remaining readers (EXEC-6 (2)).
           c.run_owned = true;
@@ -1220,8 +1223,30 @@ struct Executor::Impl {
       }
       for (std::uint32_t r : t->to_load) {
         ConstBufferPtr v;
-        if (const SpillRecord* rec = unspilled(*t, r)) v = store.spill_area()->read(*rec);
-        else v = dataset->get_chunk(t->read_ids[r]);
+        std::optional<IndexBox> cells;
+        if (r < t->n_inputs && tm.plane == Plane::chunk && info.entry->input_window != nullptr) {
+          InputWindowQuery q;
+          q.runmeta = &meta;
+          q.level = info.level;
+          q.step = tm.domain.step;
+          q.level_index = tm.domain.level;
+          q.block = t->block;
+          q.input = r;
+          q.params = &tm.params;
+          // Only a read of the task's own block at its own level has that box.
+          const ChunkId& rid = t->read_ids[r];
+          if (rid.step == tm.domain.step && rid.level == tm.domain.level && rid.block == t->block) {
+            cells = info.entry->input_window(q);
+          }
+        }
+        if (const SpillRecord* rec = unspilled(*t, r)) {
+          v = store.spill_area()->read(*rec);
+        } else if (cells) {
+          v = dataset->get_chunk_window(t->read_ids[r], *cells);
+          t->partial.push_back(r);
+        } else {
+          v = dataset->get_chunk(t->read_ids[r]);
+        }
         if (!v) {
           fail(ErrorKind::not_found, "chunk is not available from run dataset or planned outputs: " + t->read_ids[r].to_string());
         }

@@ -602,6 +602,35 @@ void uniform_slice(KernelContext& ctx) {
   });
 }
 
+// Input windows of the slice kernels: both read input 0 on the plane only.
+template <class P>
+std::optional<IndexBox> slice_plane_window(const InputWindowQuery& q) {
+  if (q.input != 0 || q.params == nullptr || q.level == nullptr || !std::holds_alternative<P>(*q.params)) {
+    return std::nullopt;
+  }
+  const P& p = std::get<P>(*q.params);
+  if (p.axis < 0 || p.axis > 2 || q.block < 0 || static_cast<std::size_t>(q.block) >= q.level->boxes.size()) {
+    return std::nullopt;  // the kernel reports the problem
+  }
+  const int axis = static_cast<int>(p.axis);
+  std::int64_t plane = 0;
+  if constexpr (std::is_same_v<P, UniformSliceCellParams>) {
+    if (p.plane_index) plane = *p.plane_index;
+    else if (!std::isfinite(p.coord)) return std::nullopt;
+    else plane = math::coord_to_cell(p.coord, q.level->geom.x0[axis], q.level->geom.dx[axis],
+                                     q.level->geom.index_origin[axis]);
+  } else {
+    if (!std::isfinite(p.coord)) return std::nullopt;
+    plane = math::coord_to_cell(p.coord, q.level->geom.x0[axis], q.level->geom.dx[axis],
+                                q.level->geom.index_origin[axis]);
+  }
+  const IndexBox& box = q.level->boxes[static_cast<std::size_t>(q.block)];
+  if (plane < box.lo[axis] || plane > box.hi[axis]) return IndexBox{};  // reads nothing
+  IndexBox w = box;
+  w.lo[axis] = w.hi[axis] = static_cast<std::int32_t>(plane);
+  return w;
+}
+
 }  // namespace
 
 void register_mesh_kernels(KernelRegistry& registry) {
@@ -609,9 +638,13 @@ void register_mesh_kernels(KernelRegistry& registry) {
   registry.add(make_kernel("field_expr", ParamType::FieldExprParams, &field_expr, 1, 1));
   registry.add(make_kernel("mesh_compare", ParamType::FieldExprParams, &mesh_compare, 1, 1));
   registry.add(make_kernel("mesh_mask_and", ParamType::none, &mesh_mask_and, 2, 1));
-  registry.add(make_kernel("uniform_slice", ParamType::UniformSliceParams, &uniform_slice, 1, 1));
-  registry.add(make_kernel("uniform_slice_cellavg_accumulate", ParamType::UniformSliceCellParams,
-                           &uniform_slice_cellavg_accumulate, 1, 2));
+  KernelEntry slice = make_kernel("uniform_slice", ParamType::UniformSliceParams, &uniform_slice, 1, 1);
+  slice.input_window = &slice_plane_window<UniformSliceParams>;
+  registry.add(std::move(slice));
+  KernelEntry cellavg = make_kernel("uniform_slice_cellavg_accumulate", ParamType::UniformSliceCellParams,
+                                    &uniform_slice_cellavg_accumulate, 1, 2);
+  cellavg.input_window = &slice_plane_window<UniformSliceCellParams>;
+  registry.add(std::move(cellavg));
   registry.add(make_kernel("uniform_projection_accumulate", ParamType::UniformProjectionParams,
                            &uniform_projection_accumulate, 1, 1));
 }

@@ -11,6 +11,7 @@
 
 #include "kangaroo/core/buffer.h"
 #include "kangaroo/core/chunk_id.h"
+#include "kangaroo/core/runmeta.h"
 
 namespace kangaroo {
 
@@ -24,6 +25,13 @@ class Dataset {
   // Self-described chunk or nullptr (BACK-3: never fabricated data).
   virtual ConstBufferPtr get_chunk(const ChunkId& id) = 0;
   virtual bool has_chunk(const ChunkId& id) const = 0;
+  // The chunk with at least the cells of `window` (index space of the
+  // chunk's level) read; other cells may be zeros. Backends that cannot read
+  // part of a chunk return all of it.
+  virtual ConstBufferPtr get_chunk_window(const ChunkId& id, const IndexBox& window) {
+    (void)window;
+    return get_chunk(id);
+  }
   // The backend behind any wrapper (an overlay of seeded chunks); itself for a
   // plain backend. Backend-specific helpers look through wrappers with it.
   virtual const Dataset& underlying() const { return *this; }

@@ -91,6 +91,22 @@ struct ExtraReadQuery {
 // never block on data. Must be deterministic; may throw kangaroo::Error.
 using ExtraReadsFn = void (*)(const ExtraReadQuery&, std::vector<ChunkId>& out);
 
+// Input to an input-window function: which part of a template input a task
+// will read.
+struct InputWindowQuery {
+  const RunMeta* runmeta = nullptr;
+  const LevelMeta* level = nullptr;  // the task's level
+  std::int32_t step = 0, level_index = 0, block = 0;
+  std::size_t input = 0;  // template input index
+  const KernelParams* params = nullptr;
+};
+// The index box of a rank-3 block input the kernel reads (a subset of the
+// block's box; an empty box when it reads nothing), or nullopt for all of it.
+// A backend may then read only those cells; the buffer keeps the block's full
+// extents, and cells outside the window hold zeros. Such a partial chunk is
+// never cached for other readers.
+using InputWindowFn = std::optional<IndexBox> (*)(const InputWindowQuery&);
+
 struct KernelDescriptor {
   std::string name;
   int n_inputs = 0;   // documentation only (KREG-3)
@@ -105,6 +121,7 @@ struct KernelEntry {
   KernelFn fn = nullptr;
   BoundFn bound = nullptr;
   ExtraReadsFn extra_reads = nullptr;
+  InputWindowFn input_window = nullptr;
   // False for catalog entries whose implementation arrives with a later
   // component; running them fails with "not implemented in this build".
   bool implemented = true;

@@ -70,6 +70,10 @@ class PlotfileReader {
   // byte order is not the host's), else the valid cells copied to C order.
   // Each call returns fresh storage; the parsed FAB header is cached.
   virtual BufferPtr read_component(int level, int fab, int comp) const = 0;
+  // Like read_component, but only the cells of `window` (clipped to the FAB)
+  // are read; the buffer has the FAB's extents and zeros elsewhere. A window
+  // narrower than the FAB in x still reads whole x rows.
+  virtual BufferPtr read_component_window(int level, int fab, int comp, const IndexBox& window) const = 0;
   // Byte size of one component of a FAB (for admission and bound estimates).
   virtual std::uint64_t component_bytes(int level, int fab) const = 0;
   // Descriptor read_component returns for FAB `fab` of `level`, without

@@ -28,6 +28,10 @@ class OverlayDataset final : public Dataset {
     if (auto b = overlay_.get_chunk(id)) return b;
     return base_->get_chunk(id);
   }
+  ConstBufferPtr get_chunk_window(const ChunkId& id, const IndexBox& window) override {
+    if (auto b = overlay_.get_chunk(id)) return b;
+    return base_->get_chunk_window(id, window);
+  }
   bool has_chunk(const ChunkId& id) const override { return overlay_.has_chunk(id) || base_->has_chunk(id); }
   std::uint64_t estimate_chunk_bytes(const ChunkId& id) const override {
     return overlay_.has_chunk(id) ? overlay_.estimate_chunk_bytes(id) : base_->estimate_chunk_bytes(id);

@@ -27,6 +27,12 @@ class AmrexDataset final : public Dataset {
     return reader_->read_component(id.level, id.block, *comp);
   }
 
+  ConstBufferPtr get_chunk_window(const ChunkId& id, const IndexBox& window) override {
+    const auto comp = locate(id);
+    if (!comp) return nullptr;
+    return reader_->read_component_window(id.level, id.block, *comp, window);
+  }
+
   bool has_chunk(const ChunkId& id) const override { return locate(id).has_value(); }
 
   std::uint64_t estimate_chunk_bytes(const ChunkId& id) const override {

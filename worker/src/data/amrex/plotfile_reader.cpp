@@ -147,6 +147,7 @@ class PlotfileReaderImpl final : public PlotfileReader {
   std::int32_t step() const override { return h_.level_steps.front(); }
 
   BufferPtr read_component(int level, int fab, int comp) const override;
+  BufferPtr read_component_window(int level, int fab, int comp, const IndexBox& window) const override;
   std::uint64_t component_bytes(int level, int fab) const override {
     check_fab(level, fab);
     const PlotfileLevel& L = levels_[static_cast<std::size_t>(level)];
@@ -610,6 +611,59 @@ BufferPtr PlotfileReaderImpl::read_component(int level, int fab, int comp) const
     else copy_valid_to_c<std::uint32_t, false>(tmp.get(), dst, nxg, nyg, gx, gy, nx, ny, nz);
   }
   return out;
+}
+
+BufferPtr PlotfileReaderImpl::read_component_window(int level, int fab, int comp, const IndexBox& window) const {
+  check_fab(level, fab);
+  const auto ul = static_cast<std::size_t>(level);
+  const auto ub = static_cast<std::size_t>(fab);
+  const LevelIndex& li = index_[ul];
+  const PlotfileLevel& L = levels_[ul];
+  const IndexBox& valid = L.boxes[ub];
+  const IndexBox w = valid.intersect(window);
+  const bool whole = !w.empty() && w.lo[1] == valid.lo[1] && w.hi[1] == valid.hi[1] && w.lo[2] == valid.lo[2] &&
+                     w.hi[2] == valid.hi[2];
+  // Ghost cells change the layout, and a mapped component reads lazily anyway.
+  if (L.ngrow != 0 || whole || mapping_enabled()) return read_component(level, fab, comp);
+  if (comp < 0 || comp >= li.ncomp) {
+    fail(ErrorKind::invalid_argument, "invalid component range: component " + std::to_string(comp) + " of " +
+                                          std::to_string(li.ncomp) + " (" + path_ + ")");
+  }
+  const std::uint64_t wd = li.real.width();
+  const std::uint64_t nx = static_cast<std::uint64_t>(valid.extent(0));
+  const std::uint64_t ny = static_cast<std::uint64_t>(valid.extent(1));
+  const std::uint64_t nz = static_cast<std::uint64_t>(valid.extent(2));
+  const std::uint64_t extents[3] = {nx, ny, nz};
+  const std::uint64_t bytes = checked_mul(box_points(valid), wd);
+  auto storage = Storage::allocate_host(static_cast<std::size_t>(bytes), InitPolicy::zero);
+  if (!w.empty()) {
+    const std::uint32_t header_bytes = fab_header_bytes(level, fab);
+    const std::uint64_t comp_start =
+        li.fab_offset[ub] + header_bytes + checked_mul(static_cast<std::uint64_t>(comp), bytes);
+    const DataFile& df = files_[li.fab_file[ub]];
+    const FdLease fd = acquire(df);
+    const bool swap = li.real.big_endian != host_big_endian();
+    const std::uint64_t row = nx * wd;
+    const auto j0 = static_cast<std::uint64_t>(w.lo[1] - valid.lo[1]);
+    const auto j1 = static_cast<std::uint64_t>(w.hi[1] - valid.lo[1]);
+    const auto k0 = static_cast<std::uint64_t>(w.lo[2] - valid.lo[2]);
+    const auto k1 = static_cast<std::uint64_t>(w.hi[2] - valid.lo[2]);
+    // Fortran order: x rows, then y, then z. Full y: the z-planes are one run.
+    const bool full_y = j0 == 0 && j1 + 1 == ny;
+    auto read_run = [&](std::uint64_t at, std::uint64_t n) {
+      amrex::pread_exact(fd.fd, storage->data() + at, n, comp_start + at, df.path);
+      if (swap) {
+        if (wd == 8) byteswap_inplace<std::uint64_t>(storage->data() + at, n / 8);
+        else byteswap_inplace<std::uint32_t>(storage->data() + at, n / 4);
+      }
+    };
+    if (full_y) {
+      read_run(k0 * ny * row, (k1 - k0 + 1) * ny * row);
+    } else {
+      for (std::uint64_t k = k0; k <= k1; ++k) read_run((k * ny + j0) * row, (j1 - j0 + 1) * row);
+    }
+  }
+  return Buffer::wrap(Descriptor::fortran_order(L.real_type, extents), std::move(storage), 0, bytes);
 }
 
 const amrex::ParticleSpeciesIndex& PlotfileReaderImpl::find_species(const std::string& name) const {
