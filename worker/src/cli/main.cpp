@@ -6,13 +6,13 @@
 #include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <algorithm>
 #include <chrono>
 #include <thread>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <limits>
 #include <map>
@@ -351,6 +351,18 @@ std::uint64_t parse_size(const std::string& flag, const std::string& v) {
   }
 }
 
+// This process's resident high-water mark (VmHWM). getrusage's ru_maxrss is
+// not used: Linux carries it across exec, so it would include the RSS of the
+// process that started us.
+std::uint64_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10) * 1024;
+  }
+  return 0;
+}
+
 const char* env_or_null(const char* name) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? v : nullptr;
@@ -642,10 +654,8 @@ int cmd_run(const std::vector<std::string>& args) {
     }
   }
   std::string memory_note;
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
   nlohmann::json memory = {{"peak_bytes", stats.peak_memory_bytes},
-                           {"peak_rss_bytes", static_cast<std::uint64_t>(ru.ru_maxrss) * 1024},
+                           {"peak_rss_bytes", peak_rss_bytes()},
                            {"cache_hits", stats.cache_hits},
                            {"cache_misses", stats.cache_misses}};
   if (opt.memory_cap > 0) {
