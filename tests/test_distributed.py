@@ -275,6 +275,36 @@ def test_killed_rank_fails_the_job_naming_it(tmp_path):
                 p.wait()
 
 
+def test_hung_rank_fails_the_job_after_the_heartbeat_timeout(tmp_path):
+    """A stopped rank keeps its connections open; its silence (no heartbeat)
+    must still end the job, naming it."""
+    args = memory_case(tmp_path, nblocks=64, n=24, expression="+".join(["sin(a)"] * 400))
+    port = free_port()
+    common = [WORKER, "run", *map(str, args), "--world-size", "3", "--coordinator", f"127.0.0.1:{port}",
+              "--threads", "1", "--heartbeat-timeout", "3"]
+    procs = [subprocess.Popen(common + ["--rank", str(r), "--out", str(tmp_path / f"out{r}")], env=ENV,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(3)]
+    try:
+        time.sleep(1.0)
+        if procs[0].poll() is not None:
+            pytest.fail("the job ended before a rank could be stopped: " + procs[0].stderr.read())
+        procs[1].send_signal(signal.SIGSTOP)
+        t_stop = time.monotonic()
+        _, err = procs[0].communicate(timeout=60)
+        elapsed = time.monotonic() - t_stop
+        assert procs[0].returncode == 3, err
+        assert "rank 1 stopped responding" in err, err
+        assert elapsed < 15, f"rank 0 took {elapsed:.1f} s to give up on rank 1"
+        procs[2].wait(timeout=30)
+        assert procs[2].returncode == 3
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait()
+
+
 # ---------------------------------------------------------------------------
 # metrics
 

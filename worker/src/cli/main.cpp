@@ -51,7 +51,8 @@ const char* kUsage =
     "                      [--event-log PATH] [--threads N] [--window N]\n"
     "                      [--output FIELD[:VERSION]]... [--all-outputs] [--progress] [--run-id ID]\n"
     "                      [--ranks N | --rank R --world-size N --coordinator HOST:PORT]\n"
-    "                      [--connect-timeout SECONDS] [--metrics-listen HOST:PORT]\n"
+    "                      [--connect-timeout SECONDS] [--heartbeat-timeout SECONDS]\n"
+    "                      [--metrics-listen HOST:PORT]\n"
     "                      [--memory-cap SIZE [--spill-dir DIR] [--spill-limit SIZE]\n"
     "                       [--eviction lru|cost]]\n"
     "  kangaroo-worker metadata --dataset URI [--runmeta-out FILE]\n"
@@ -73,7 +74,8 @@ const char* kUsage =
     "On separate hosts or pods, start the same command on every rank with --rank R\n"
     "--world-size N --coordinator HOST:PORT (rank 0 listens there; also from\n"
     "KANGAROO_RANK, KANGAROO_WORLD_SIZE, KANGAROO_COORDINATOR). Rank 0 writes the\n"
-    "results; --event-log PATH becomes PATH.rank<R> on the other ranks.\n"
+    "results; --event-log PATH becomes PATH.rank<R> on the other ranks. A rank that\n"
+    "stays silent for --heartbeat-timeout seconds (default 60; 0: never) fails the job.\n"
     "\n"
     "--memory-cap SIZE (bytes, or with K/M/G suffixes, per rank) keeps the chunks a rank\n"
     "holds under SIZE: tasks wait for memory, and chunks nobody is using are dropped\n"
@@ -412,6 +414,7 @@ int cmd_run(const std::vector<std::string>& args) {
     else if (a == "--world-size") cluster.world_size = parse_positive(a, value());
     else if (a == "--coordinator") cluster.coordinator = value();
     else if (a == "--connect-timeout") cluster.connect_timeout_s = parse_positive(a, value());
+    else if (a == "--heartbeat-timeout") cluster.heartbeat_timeout_s = parse_rank(a, value());
     else if (a == "--memory-cap") opt.memory_cap = parse_size(a, value());
     else if (a == "--spill-dir") spill_dir = value();
     else if (a == "--metrics-listen") metrics_listen = value();

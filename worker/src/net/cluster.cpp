@@ -215,11 +215,13 @@ std::string rank_name(int r) { return "rank " + std::to_string(r); }
 
 class UcxRankLink final : public RankLink {
  public:
-  UcxRankLink(int rank, int world, std::unique_ptr<Transport> transport, std::vector<int> fds)
-      : rank_(rank), world_(world), transport_(std::move(transport)), fds_(std::move(fds)),
+  UcxRankLink(int rank, int world, std::unique_ptr<Transport> transport, std::vector<int> fds, double heartbeat_timeout_s)
+      : rank_(rank), world_(world), heartbeat_timeout_s_(heartbeat_timeout_s), transport_(std::move(transport)),
+        fds_(std::move(fds)),
         rx_(static_cast<std::size_t>(world)), outbox_(static_cast<std::size_t>(world)),
         traffic_(static_cast<std::size_t>(world)),
         closed_(static_cast<std::size_t>(world), false), finished_(static_cast<std::size_t>(world), false) {
+    last_heard_.assign(static_cast<std::size_t>(world), Clock::now());
     wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (wake_fd_ < 0) fail(ErrorKind::io, std::string("eventfd: ") + std::strerror(errno));
     for (int fd : fds_) {
@@ -470,6 +472,7 @@ class UcxRankLink final : public RankLink {
         cv_.notify_all();
         break;
       }
+      case ControlKind::heartbeat: break;  // noted in parse_frames
       case ControlKind::hello:
       case ControlKind::table: break;  // start-up only
     }
@@ -487,6 +490,34 @@ class UcxRankLink final : public RankLink {
       abort_job(rank_name(r) + " stopped while the job was running (its control connection closed)");
     } else {
       abort_job("lost the connection to rank 0 (the coordinator) while the job was running");
+    }
+  }
+
+  // Every second each rank tells its control peers it is alive; a peer
+  // silent for heartbeat_timeout_s fails the job (a hung rank keeps its
+  // connection open, so end of stream alone would never come).
+  void heartbeats() {
+    const auto now = Clock::now();
+    if (now - last_beat_ >= std::chrono::seconds(1)) {
+      last_beat_ = now;
+      ControlMessage hb;
+      hb.kind = ControlKind::heartbeat;
+      for (int r = 0; r < world_; ++r) {
+        if (r != rank_ && fds_[static_cast<std::size_t>(r)] >= 0) write_control(r, hb);
+      }
+    }
+    if (heartbeat_timeout_s_ <= 0) return;
+    for (int r = 0; r < world_; ++r) {
+      if (r == rank_ || fds_[static_cast<std::size_t>(r)] < 0 || closed_[static_cast<std::size_t>(r)] ||
+          finished_[static_cast<std::size_t>(r)]) {
+        continue;
+      }
+      const double silent = std::chrono::duration<double>(now - last_heard_[static_cast<std::size_t>(r)]).count();
+      if (silent > heartbeat_timeout_s_) {
+        last_heard_[static_cast<std::size_t>(r)] = now;  // report once
+        abort_job(rank_name(r) + " stopped responding (no message for " + std::to_string(static_cast<int>(silent)) +
+                  " s; hung, or its network is cut)");
+      }
     }
   }
 
@@ -522,6 +553,7 @@ class UcxRankLink final : public RankLink {
         return;
       }
       if (buf.size() - at - 4 < n) break;
+      last_heard_[static_cast<std::size_t>(r)] = Clock::now();
       try {
         handle(r, decode_string(buf.substr(at + 4, n)));
       } catch (const Error& e) {
@@ -614,6 +646,7 @@ class UcxRankLink final : public RankLink {
       for (int r = 0; r < world_; ++r) {
         if (fds_[static_cast<std::size_t>(r)] >= 0 && !closed_[static_cast<std::size_t>(r)]) read_control(r);
       }
+      heartbeats();
       flush_control();
       if (did) continue;
       if (!broken_) {
@@ -638,6 +671,7 @@ class UcxRankLink final : public RankLink {
   }
 
   const int rank_, world_;
+  const double heartbeat_timeout_s_;
   std::unique_ptr<Transport> transport_;
   std::vector<int> fds_;
   std::vector<std::string> rx_;
@@ -664,6 +698,8 @@ class UcxRankLink final : public RankLink {
   std::vector<Inflight> inflight_;
   std::vector<bool> closed_;
   std::vector<bool> finished_;
+  std::vector<Clock::time_point> last_heard_;
+  Clock::time_point last_beat_ = Clock::now();
   std::map<std::int32_t, Tally> tally_;
   bool broken_ = false;
 };
@@ -696,7 +732,8 @@ std::string encode_control(const ControlMessage& m) {
       break;
     case ControlKind::error:
     case ControlKind::abort: w.put_text(m.text); break;
-    case ControlKind::exit: break;
+    case ControlKind::exit:
+    case ControlKind::heartbeat: break;
   }
   std::string& s = w.out();
   const auto n = static_cast<std::uint32_t>(s.size() - 4);
@@ -708,7 +745,7 @@ ControlMessage decode_control(std::span<const std::byte> body) {
   Reader r(body);
   ControlMessage m;
   const auto kind = r.get<std::uint8_t>("kind");
-  if (kind < 1 || kind > 8) fail(ErrorKind::io, "control message has unknown kind " + std::to_string(kind));
+  if (kind < 1 || kind > 9) fail(ErrorKind::io, "control message has unknown kind " + std::to_string(kind));
   m.kind = static_cast<ControlKind>(kind);
   switch (m.kind) {
     case ControlKind::hello:
@@ -735,7 +772,8 @@ ControlMessage decode_control(std::span<const std::byte> body) {
     }
     case ControlKind::error:
     case ControlKind::abort: m.text = r.get_text("text"); break;
-    case ControlKind::exit: break;
+    case ControlKind::exit:
+    case ControlKind::heartbeat: break;
   }
   r.end();
   return m;
@@ -872,7 +910,8 @@ std::unique_ptr<RankLink> join_cluster(const ClusterOptions& o) {
     close_all();
     throw;
   }
-  return std::make_unique<UcxRankLink>(o.rank, o.world_size, std::move(transport), std::move(fds));
+  return std::make_unique<UcxRankLink>(o.rank, o.world_size, std::move(transport), std::move(fds),
+                                       o.heartbeat_timeout_s);
 }
 
 }  // namespace kangaroo

@@ -26,6 +26,9 @@ struct ClusterOptions {
   std::string coordinator;  // HOST:PORT of rank 0's control listener
   int listen_fd = -1;       // rank 0: an already listening socket (local launcher)
   double connect_timeout_s = 60.0;
+  // A peer silent for this long (no control message, heartbeats every
+  // second) fails the job: it is hung or cut off. 0: never.
+  double heartbeat_timeout_s = 60.0;
   // Transport::set_receive_window for this rank.
   std::uint64_t receive_window = kDefaultReceiveWindow;
   // Called while rank 0 waits for the others to join; may throw to give up
@@ -43,6 +46,7 @@ enum class ControlKind : std::uint8_t {
   abort = 6,       // text
   finished = 7,    // counts = counters to sum on rank 0
   exit = 8,
+  heartbeat = 9,   // nothing else to say; proves the sender's link thread runs
 };
 
 struct ControlMessage {
