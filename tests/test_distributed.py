@@ -245,64 +245,54 @@ def test_rank_that_never_joins(tmp_path):
     assert "cannot reach rank 0 (the coordinator)" in r.stderr, r.stderr
 
 
-def test_killed_rank_fails_the_job_naming_it(tmp_path):
-    """Ranks started by hand (as pods would be); rank 2 is killed while the
-    job runs. Rank 0 must fail within seconds, naming rank 2."""
-    # about 10 s of sines on 2 cores: long enough to kill a rank mid-job
+def disturb_one_of_three_ranks(tmp_path, victim, sig, extra=()):
+    """Starts three ranks by hand (as pods would be) on a job of about 10 s
+    of sines, sends `sig` to rank `victim` a second in, and returns rank 0's
+    exit status and stderr, the seconds it took to end after the signal, and
+    the exit status of the remaining rank."""
     args = memory_case(tmp_path, nblocks=64, n=24, expression="+".join(["sin(a)"] * 400))
     port = free_port()
     common = [WORKER, "run", *map(str, args), "--world-size", "3", "--coordinator", f"127.0.0.1:{port}",
-              "--threads", "1"]
+              "--threads", "1", *extra]
     procs = [subprocess.Popen(common + ["--rank", str(r), "--out", str(tmp_path / f"out{r}")], env=ENV,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(3)]
     try:
         time.sleep(1.0)
         if procs[0].poll() is not None:
-            pytest.fail("the job ended before a rank could be killed: " + procs[0].stderr.read())
-        procs[2].send_signal(signal.SIGKILL)
-        t_kill = time.monotonic()
+            pytest.fail("the job ended before a rank could be disturbed: " + procs[0].stderr.read())
+        procs[victim].send_signal(sig)
+        t0 = time.monotonic()
         _, err = procs[0].communicate(timeout=60)
-        elapsed = time.monotonic() - t_kill
-        assert procs[0].returncode == 3, err
-        assert "rank 2" in err and "stopped while the job was running" in err, err
-        assert elapsed < 10, f"rank 0 took {elapsed:.1f} s to notice"
-        procs[1].wait(timeout=30)
-        assert procs[1].returncode == 3
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-
-
-def test_hung_rank_fails_the_job_after_the_heartbeat_timeout(tmp_path):
-    """A stopped rank keeps its connections open; its silence (no heartbeat)
-    must still end the job, naming it."""
-    args = memory_case(tmp_path, nblocks=64, n=24, expression="+".join(["sin(a)"] * 400))
-    port = free_port()
-    common = [WORKER, "run", *map(str, args), "--world-size", "3", "--coordinator", f"127.0.0.1:{port}",
-              "--threads", "1", "--heartbeat-timeout", "3"]
-    procs = [subprocess.Popen(common + ["--rank", str(r), "--out", str(tmp_path / f"out{r}")], env=ENV,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(3)]
-    try:
-        time.sleep(1.0)
-        if procs[0].poll() is not None:
-            pytest.fail("the job ended before a rank could be stopped: " + procs[0].stderr.read())
-        procs[1].send_signal(signal.SIGSTOP)
-        t_stop = time.monotonic()
-        _, err = procs[0].communicate(timeout=60)
-        elapsed = time.monotonic() - t_stop
-        assert procs[0].returncode == 3, err
-        assert "rank 1 stopped responding" in err, err
-        assert elapsed < 15, f"rank 0 took {elapsed:.1f} s to give up on rank 1"
-        procs[2].wait(timeout=30)
-        assert procs[2].returncode == 3
+        elapsed = time.monotonic() - t0
+        other = procs[3 - victim]
+        other.wait(timeout=30)
+        return procs[0].returncode, err, elapsed, other.returncode
     finally:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGCONT)
                 p.kill()
                 p.wait()
+
+
+def test_killed_rank_fails_the_job_naming_it(tmp_path):
+    """Rank 2 is killed while the job runs: rank 0 fails within seconds, naming it."""
+    rc, err, elapsed, other_rc = disturb_one_of_three_ranks(tmp_path, 2, signal.SIGKILL)
+    assert rc == 3, err
+    assert "rank 2" in err and "stopped while the job was running" in err, err
+    assert elapsed < 10, f"rank 0 took {elapsed:.1f} s to notice"
+    assert other_rc == 3
+
+
+def test_hung_rank_fails_the_job_after_the_heartbeat_timeout(tmp_path):
+    """A stopped rank keeps its connections open; its silence (no heartbeat)
+    must still end the job, naming it."""
+    rc, err, elapsed, other_rc = disturb_one_of_three_ranks(tmp_path, 1, signal.SIGSTOP,
+                                                            ["--heartbeat-timeout", "3"])
+    assert rc == 3, err
+    assert "rank 1 stopped responding" in err, err
+    assert elapsed < 15, f"rank 0 took {elapsed:.1f} s to give up on rank 1"
+    assert other_rc == 3
 
 
 # ---------------------------------------------------------------------------
