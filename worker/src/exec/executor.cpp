@@ -99,6 +99,8 @@ struct ReadCount {
 
 // Approximate heap bytes of one unordered_map node holding (ChunkId, ReadCount).
 constexpr std::uint64_t kCountNodeBytes = 64;
+// Room an admission leaves for task records made before the next one.
+constexpr std::uint64_t kMetadataHeadroom = 64 * 1024;
 
 std::string where(const Plan& plan, int s, int t) {
   std::string w = "stage " + std::to_string(s) + " ('" + plan.stages[static_cast<std::size_t>(s)].name + "')";
@@ -665,7 +667,7 @@ struct Executor::Impl {
     ins.mem_store->set(static_cast<double>(store.bytes_in_use()));
     ins.mem_reserved->set(static_cast<double>(reserved));
     ins.mem_queued->set(static_cast<double>(link_bytes()));
-    ins.mem_metadata->set(static_cast<double>(live_task_bytes + counts.size() * kCountNodeBytes));
+    ins.mem_metadata->set(static_cast<double>(metadata_bytes()));
   }
 
   void activate(int s) {
@@ -884,7 +886,11 @@ struct Executor::Impl {
   }
 
   std::uint64_t link_bytes() const { return link != nullptr ? link->bytes_queued() : 0; }
-  std::uint64_t memory_in_use() const { return store.bytes_in_use() + reserved + link_bytes(); }
+  // Everything the cap covers: stored chunks, running tasks' loads and
+  // outputs, chunks queued for other ranks, and the scheduler's task records
+  // and consumer counts.
+  std::uint64_t metadata_bytes() const { return live_task_bytes + counts.size() * kCountNodeBytes; }
+  std::uint64_t memory_in_use() const { return store.bytes_in_use() + reserved + link_bytes() + metadata_bytes(); }
 
   // Bytes of read slot `r` once loaded: resident size, spill record or the
   // dataset's estimate.
@@ -977,15 +983,19 @@ struct Executor::Impl {
                                            "from memory)"));
       return true;
     }
-    if (memory_in_use() + need > cap) make_room(memory_in_use() + need - cap);
+    // Task records keep being made between admissions (expansion, parked
+    // tasks); leave room for them so the accounted total stays under the cap.
+    const std::uint64_t want = std::min(cap, need + kMetadataHeadroom);
+    if (memory_in_use() + want > cap) make_room(memory_in_use() + want - cap);
     if (first_error) return true;
-    if (memory_in_use() + need > cap) {
+    if (memory_in_use() + want > cap) {
       if (running == 0 && link_bytes() == 0) {
         t->error = std::make_exception_ptr(Error(
             ErrorKind::invalid_argument,
             "memory cap of " + std::to_string(cap) + " bytes is too small: " + what + " needs " + std::to_string(need) +
                 " bytes while " + std::to_string(store.bytes_in_use()) + " bytes of chunks stay in memory (read by " +
-                std::to_string(waiting) + " waiting task(s), or with no spill directory to go to); raise the cap"));
+                std::to_string(waiting) + " waiting task(s), or with no spill directory to go to) and the scheduler's " +
+                "task records take " + std::to_string(metadata_bytes()) + " bytes; raise the cap"));
         return true;
       }
       ++stats.admission_waits;

@@ -43,9 +43,10 @@ struct ExecOptions {
   int world_size = 1;
   // Multi-rank job: rank and world size come from the link. Null: one rank.
   RankLink* link = nullptr;
-  // Memory-capped mode (seed §5-§6), 0 = off: the chunk bytes this rank holds
+  // Memory-capped mode (seed §5-§6), 0 = off: the bytes this rank holds
   // (stored chunks, the inputs and outputs of running tasks, chunks queued
-  // for other ranks) stay under `memory_cap`. A task starts only when its
+  // for other ranks, task records and consumer counts) stay under
+  // `memory_cap`. A task starts only when its
   // inputs and outputs fit; otherwise resident chunks nobody is using are
   // evicted (dropped when the dataset can serve them again, else written to
   // the store's spill area), or the task waits for running ones. A task that
@@ -76,7 +77,7 @@ struct RunStats {
   std::uint64_t peak_metadata_bytes = 0;
   std::uint64_t peak_store_bytes = 0;
   // Memory accounting (all runs) and memory-capped mode.
-  std::uint64_t peak_memory_bytes = 0;  // stored chunks + running tasks' reservations + queued sends
+  std::uint64_t peak_memory_bytes = 0;  // stored chunks + running tasks' reservations + queued sends + task metadata
   std::uint64_t evictions = 0;          // chunks freed under the cap
   std::uint64_t admission_waits = 0;    // times a task waited for memory
   std::uint64_t cache_hits = 0;         // reads served from the store
