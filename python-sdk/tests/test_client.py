@@ -25,35 +25,10 @@ import kangaroo as kg  # noqa: E402
 from kangaroo import config as kconfig  # noqa: E402
 from kangaroo.errors import DownloadError  # noqa: E402
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command makes the test certificate")
+pytestmark = [pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command makes the test certificate"),
+              pytest.mark.usefixtures("isolated_settings")]
 
-from fake_gateway import FakeGateway, make_certificate  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("certs")
-    cert, key = make_certificate(str(folder))
-    other_cert, _ = make_certificate(str(folder), "other")
-    return cert, key, other_cert
-
-
-@pytest.fixture
-def gw(certs):
-    g = FakeGateway(certs[0], certs[1]).start()
-    yield g
-    g.stop()
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    """No test reads the user's own connection file or environment."""
-    monkeypatch.setenv("KANGAROO_CONFIG", str(tmp_path / "client.json"))
-    for var in ("KANGAROO_URL", "KANGAROO_TOKEN", "KANGAROO_CA_CERT"):
-        monkeypatch.delenv(var, raising=False)
-    kg.set_default_client(None)
-    yield
-    kg.set_default_client(None)
+from fake_gateway import FakeGateway  # noqa: E402
 
 
 def client(gw, token="tok-a", **kw):

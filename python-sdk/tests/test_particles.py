@@ -20,7 +20,7 @@ from kangaroo import ir  # noqa: E402
 from kangaroo import lowering as lw  # noqa: E402
 from kangaroo import particle_lowering as pl  # noqa: E402
 
-from fake_gateway import FakeGateway, make_certificate, small_metadata  # noqa: E402
+from fake_gateway import small_metadata  # noqa: E402
 
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None,
                                    reason="the openssl command makes the test certificate")
@@ -146,26 +146,7 @@ def test_virtual_particle_step_joins_the_mesh_runmeta():
 # the SDK surface against the fake gateway
 
 
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("certs")
-    return make_certificate(str(folder))
-
-
-@pytest.fixture
-def gw(certs):
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command makes the test certificate")
-    g = FakeGateway(certs[0], certs[1]).start()
-    yield g
-    g.stop()
-
-
-@pytest.fixture(autouse=True)
-def isolated_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("KANGAROO_CONFIG", str(tmp_path / "client.json"))
-    for var in ("KANGAROO_URL", "KANGAROO_TOKEN", "KANGAROO_CA_CERT"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_settings")
 
 
 def open_ds(gw):
