@@ -28,7 +28,6 @@ from kangaroo.errors import DownloadError  # noqa: E402
 pytestmark = [pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command makes the test certificate"),
               pytest.mark.usefixtures("isolated_settings")]
 
-from fake_gateway import FakeGateway  # noqa: E402
 
 
 def client(gw, token="tok-a", **kw):

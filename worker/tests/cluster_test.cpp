@@ -92,7 +92,7 @@ TEST(Cluster, ThreeRanksPushChunksAndPassBarriers) {
   ::setenv("UCX_TLS", "tcp,self", 1);
   ::setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
   constexpr int kWorld = 3;
-  const auto [fd, port] = listen_coordinator("127.0.0.1:0");
+  const auto [fd, port] = listen_tcp("127.0.0.1:0");
   std::vector<std::string> failures(kWorld);
   std::vector<std::uint64_t> totals(kWorld);
   std::vector<std::size_t> received(kWorld);

@@ -31,7 +31,7 @@
 #include "kangaroo/data/overlay_dataset.h"
 #include "kangaroo/data/uri.h"
 #include "kangaroo/exec/executor.h"
-#include "kangaroo/exec/metrics_http.h"
+#include "kangaroo/net/metrics_http.h"
 #include "kangaroo/gpu/device.h"
 #include "kangaroo/kernels/register.h"
 #include "kangaroo/net/cluster.h"
@@ -540,7 +540,7 @@ int cmd_run(const std::vector<std::string>& args) {
   if (cluster.world_size > 1) {
     try {
       if (local_ranks > 1) {
-        const auto [fd, port] = listen_coordinator("127.0.0.1:0");
+        const auto [fd, port] = listen_tcp("127.0.0.1:0");
         cluster.listen_fd = fd;
         children.start(child_args, local_ranks, port);
         cluster.while_waiting = [&children] { children.check(); };

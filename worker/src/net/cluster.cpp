@@ -94,7 +94,7 @@ class Reader {
 std::pair<std::string, std::string> split_host_port(const std::string& hp) {
   const auto colon = hp.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == hp.size()) {
-    fail(ErrorKind::invalid_argument, "coordinator address '" + hp + "' is not HOST:PORT");
+    fail(ErrorKind::invalid_argument, "address '" + hp + "' is not HOST:PORT");
   }
   std::string host = hp.substr(0, colon);
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
@@ -115,7 +115,7 @@ void resolve(const std::string& hp, bool passive, AddrInfo& out) {
   hints.ai_socktype = SOCK_STREAM;
   if (passive) hints.ai_flags = AI_PASSIVE;
   const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &out.list);
-  if (rc != 0) fail(ErrorKind::invalid_argument, "cannot resolve coordinator address '" + hp + "': " + gai_strerror(rc));
+  if (rc != 0) fail(ErrorKind::invalid_argument, "cannot resolve address '" + hp + "': " + gai_strerror(rc));
 }
 
 double seconds_left(Clock::time_point deadline) {
@@ -779,7 +779,7 @@ ControlMessage decode_control(std::span<const std::byte> body) {
   return m;
 }
 
-std::pair<int, int> listen_coordinator(const std::string& host_port) {
+std::pair<int, int> listen_tcp(const std::string& host_port) {
   AddrInfo ai;
   resolve(host_port, true, ai);
   std::string last = "no address";
@@ -826,7 +826,7 @@ std::unique_ptr<RankLink> join_cluster(const ClusterOptions& o) {
   };
   try {
     if (o.world_size > 1 && o.rank == 0) {
-      const int lfd = o.listen_fd >= 0 ? o.listen_fd : listen_coordinator(o.coordinator).first;
+      const int lfd = o.listen_fd >= 0 ? o.listen_fd : listen_tcp(o.coordinator).first;
       struct Closer {
         int fd;
         bool own;

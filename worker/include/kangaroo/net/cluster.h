@@ -67,8 +67,8 @@ std::string encode_control(const ControlMessage& m);
 ControlMessage decode_control(std::span<const std::byte> body);
 
 // Binds HOST:PORT (PORT 0 picks a free one) and listens; returns the fd and
-// the bound port.
-std::pair<int, int> listen_coordinator(const std::string& host_port);
+// the bound port. Rank 0's control listener and the metrics endpoint.
+std::pair<int, int> listen_tcp(const std::string& host_port);
 
 // Connects this rank to the others (blocking until all joined or the
 // timeout passes) and returns the link the executor uses.

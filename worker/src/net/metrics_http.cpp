@@ -1,7 +1,7 @@
-#include "kangaroo/exec/metrics_http.h"
+#include "kangaroo/net/metrics_http.h"
 
-#include <netdb.h>
-#include <netinet/in.h>
+#include <tuple>
+
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "kangaroo/core/error.h"
+#include "kangaroo/net/cluster.h"
 
 namespace kangaroo {
 
@@ -36,41 +37,13 @@ std::string reply(int code, const char* reason, const std::string& type, const s
 
 MetricsServer::MetricsServer(const std::string& host_port, MetricRegistry& registry, std::function<void()> refresh)
     : registry_(registry), refresh_(std::move(refresh)) {
-  const auto colon = host_port.rfind(':');
-  if (colon == std::string::npos || colon + 1 == host_port.size()) {
-    fail(ErrorKind::invalid_argument, "metrics address '" + host_port + "' is not HOST:PORT");
+  std::string where = host_port;
+  if (where.rfind(':', 0) == 0) where = "0.0.0.0" + where;  // ":PORT": every interface
+  try {
+    std::tie(fd_, port_) = listen_tcp(where);
+  } catch (const Error& e) {
+    fail(e.kind(), std::string("cannot serve metrics: ") + e.what());
   }
-  std::string host = host_port.substr(0, colon);
-  const std::string port = host_port.substr(colon + 1);
-  if (host.empty()) host = "0.0.0.0";
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* list = nullptr;
-  if (const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &list); rc != 0) {
-    fail(ErrorKind::invalid_argument, "cannot resolve metrics address '" + host_port + "': " + gai_strerror(rc));
-  }
-  std::string last = "no address";
-  for (addrinfo* a = list; a != nullptr && fd_ < 0; a = a->ai_next) {
-    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    const int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, 16) == 0) {
-      fd_ = fd;
-      sockaddr_storage ss{};
-      socklen_t len = sizeof ss;
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-      port_ = ss.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port)
-                                       : ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-    } else {
-      last = std::strerror(errno);
-      ::close(fd);
-    }
-  }
-  ::freeaddrinfo(list);
-  if (fd_ < 0) fail(ErrorKind::io, "cannot serve metrics on " + host_port + ": " + last);
   stop_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   thread_ = std::thread([this] { loop(); });
 }
