@@ -557,6 +557,7 @@ int cmd_run(const std::vector<std::string>& args) {
       return 3;
     }
     opt.link = link.get();
+    if (cluster.rank == 0) std::cerr << "joined " << link->description() << "\n";
   }
 
   Session session(dataset);
@@ -668,6 +669,7 @@ int cmd_run(const std::vector<std::string>& args) {
     memory["admission_waits"] = stats.admission_waits;
     memory["spill_bytes_written"] = ss.bytes_written;
     memory["spill_bytes_read"] = ss.bytes_read;
+    memory["spill_peak_bytes"] = ss.peak_bytes_live;
     memory_note = "; peak memory " + std::to_string(stats.peak_memory_bytes) + " of cap " +
                   std::to_string(opt.memory_cap) + " bytes, " + std::to_string(stats.evictions) + " eviction(s), " +
                   std::to_string(ss.bytes_written) + " bytes spilled, " + std::to_string(ss.bytes_read) + " read back";
