@@ -2,8 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <utility>
 
 #include "kangaroo/core/buffer.h"
@@ -172,7 +175,7 @@ TEST(Buffer, ZeroBuffersReadZeroOnEveryAllocationPath) {
   // reuse of freed memory must not leak old contents into either.
   for (int round = 0; round < 2; ++round) {
     for (const std::uint64_t n :
-         {std::uint64_t{3}, std::uint64_t{1} << 17, (std::uint64_t{1} << 20) + 5}) {
+         {std::uint64_t{3}, std::uint64_t{1} << 17, (std::uint64_t{1} << 20) + 5, (std::uint64_t{3} << 18) + 7}) {
       auto b = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({n})), InitPolicy::zero);
       EXPECT_TRUE(b->known_zero());
       const double* v = std::as_const(*b).elements<double>();
@@ -194,6 +197,25 @@ TEST(Buffer, ZeroBuffersReadZeroOnEveryAllocationPath) {
   EXPECT_EQ(std::as_const(*dyn).elements<double>()[(1 << 18) - 1], 0.0);
   auto wrapped = Buffer::from_bytes(big->descriptor(), big->bytes());
   EXPECT_FALSE(wrapped->known_zero());
+}
+
+TEST(Buffer, LargeZeroBuffersSitOnHugePageBoundaries) {
+  // Zero buffers of 2 MiB and more are mapped on 2 MiB boundaries (so
+  // transparent huge pages can back them) unless KANGAROO_HUGE_PAGES=0; the
+  // sparse-writes hint changes neither contents nor the zero guarantee.
+  const char* env = std::getenv("KANGAROO_HUGE_PAGES");
+  if (env != nullptr && std::string(env) == "0") GTEST_SKIP() << "huge pages turned off by KANGAROO_HUGE_PAGES=0";
+  for (const std::uint64_t n : {std::uint64_t{1} << 18, (std::uint64_t{5} << 18) + 3}) {
+    auto b = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({n})), InitPolicy::zero);
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(b->data()) % (std::uintptr_t{2} << 20), 0u) << n;
+    b->expect_sparse_writes();
+    EXPECT_TRUE(b->known_zero());
+    double* w = b->elements<double>();
+    w[n - 1] = 2.0;
+    EXPECT_EQ(w[0], 0.0);
+    EXPECT_EQ(w[n / 2], 0.0);
+    EXPECT_EQ(w[n - 1], 2.0);
+  }
 }
 
 TEST(Buffer, NonzeroRectHintIsCheckedAndDroppedOnMutation) {

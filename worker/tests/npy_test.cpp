@@ -5,6 +5,7 @@
 #include <cstring>
 #include <filesystem>
 #include <string>
+#include <utility>
 
 #include "kangaroo/core/npy.h"
 #include "kangaroo/data/memory_dataset.h"
@@ -80,6 +81,31 @@ TEST(Npy, RoundTripsEveryNumericType) {
     EXPECT_EQ(back->descriptor().extents, b->descriptor().extents);
     EXPECT_TRUE(std::equal(back->bytes().begin(), back->bytes().end(), b->bytes().begin()));
   }
+}
+
+TEST(Npy, WritesFilesWithoutCopyingAndInCOrder) {
+  // C-order data go straight from the buffer, other layouts through
+  // encode_npy; both files read back as the same logical array, and no
+  // temporary file stays behind.
+  const auto dir = std::filesystem::temp_directory_path() / ("npy-write-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto c = decode_npy(npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
+                                doubles({0, 1, 2, 10, 11, 12})),
+                      "c");
+  auto f = decode_npy(npy_bytes("{'descr': '<f8', 'fortran_order': True, 'shape': (2, 3), }",
+                                doubles({0, 10, 1, 11, 2, 12})),
+                      "f");
+  for (const auto& [name, buf] : {std::pair{"c.npy", c}, std::pair{"f.npy", f}}) {
+    const std::string path = (dir / name).string();
+    write_npy_file_atomic(path, *buf);
+    EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+    const auto bytes = read_file_bytes(path, 1 << 20);
+    EXPECT_EQ(bytes, encode_npy(*buf)) << name;
+    auto back = read_npy_file(path);
+    EXPECT_TRUE(back->descriptor().is_c_contiguous());
+    for (std::uint64_t p = 0; p < 6; ++p) EXPECT_EQ(back->element_as_double(p), c->element_as_double(p)) << name;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Npy, RejectsMalformedInputWithOrigin) {

@@ -697,8 +697,7 @@ int cmd_run(const std::vector<std::string>& args) {
     if (opaque) {
       write_file_atomic((staging / file).string(), buf->bytes());
     } else {
-      const auto bytes = encode_npy(*buf);
-      write_file_atomic((staging / file).string(), bytes);
+      write_npy_file_atomic((staging / file).string(), *buf);
     }
     const auto& d = buf->descriptor();
     std::vector<std::uint64_t> shape(d.extents.begin(), d.extents.begin() + d.rank);

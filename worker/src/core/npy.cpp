@@ -109,8 +109,11 @@ BufferPtr decode_npy(std::span<const std::byte> bytes, const std::string& origin
   return Buffer::from_bytes(d, bytes.subspan(data_offset, need));
 }
 
-std::vector<std::byte> encode_npy(const Buffer& buffer) {
-  const Descriptor& d = buffer.descriptor();
+namespace {
+
+// Magic, version 1.0, header length and the dict, padded so the data start on
+// a 64-byte boundary.
+std::vector<std::byte> npy_header(const Descriptor& d) {
   const char* descr = nullptr;
   switch (d.scalar) {
     case ScalarType::u8: descr = "|u1"; break;
@@ -127,7 +130,6 @@ std::vector<std::byte> encode_npy(const Buffer& buffer) {
   }
   shape += ")";
   std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
-  // Pad so the data starts on a 64-byte boundary, newline-terminated.
   const std::size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
@@ -137,6 +139,14 @@ std::vector<std::byte> encode_npy(const Buffer& buffer) {
   out[8] = static_cast<std::byte>(header.size() & 0xff);
   out[9] = static_cast<std::byte>((header.size() >> 8) & 0xff);
   std::memcpy(out.data() + 10, header.data(), header.size());
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::byte> encode_npy(const Buffer& buffer) {
+  const Descriptor& d = buffer.descriptor();
+  std::vector<std::byte> out = npy_header(d);
   const std::uint64_t n = d.element_count();
   const std::size_t w = d.width();
   if (d.is_c_contiguous()) {
@@ -181,11 +191,29 @@ BufferPtr read_npy_file(const std::string& path) {
   return decode_npy(bytes, path);
 }
 
+void write_npy_file_atomic(const std::string& path, const Buffer& buffer) {
+  if (!buffer.descriptor().is_c_contiguous()) {
+    write_file_atomic(path, encode_npy(buffer));
+    return;
+  }
+  // The data go straight from the buffer: no copy of a large result.
+  const std::vector<std::byte> header = npy_header(buffer.descriptor());
+  const std::span<const std::byte> parts[] = {header, buffer.bytes()};
+  write_file_atomic(path, parts);
+}
+
 void write_file_atomic(const std::string& path, std::span<const std::byte> bytes) {
+  const std::span<const std::byte> parts[] = {bytes};
+  write_file_atomic(path, parts);
+}
+
+void write_file_atomic(const std::string& path, std::span<const std::span<const std::byte>> parts) {
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
   if (f == nullptr) fail(ErrorKind::io, "cannot create '" + tmp + "': " + std::strerror(errno));
-  const bool ok = bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size();
+  bool ok = true;
+  for (const auto& bytes : parts)
+    ok = ok && (bytes.empty() || std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
   const bool closed = std::fclose(f) == 0;
   if (!ok || !closed) {
     std::remove(tmp.c_str());

@@ -176,6 +176,7 @@ inline double* f64_image_output(const KernelContext& ctx, std::string_view kerne
     fail(ErrorKind::kernel, std::string(kernel) + ": " + what + " must be row-major (AXIS-4)");
   }
   const bool zero = out.known_zero();
+  if (zero) out.expect_sparse_writes();
   double* pixels = out.elements<double>();
   if (!zero) std::fill_n(pixels, g.pixels(), 0.0);
   return pixels;

@@ -179,6 +179,12 @@ class Buffer {
   // skip zero-filling a fresh output.
   bool known_zero() const { return known_zero_; }
 
+  // Hint for a fresh zero buffer of which a kernel will write only a small
+  // part (a per-block partial image): its storage keeps small pages, so only
+  // the pages written become resident. No effect on what the buffer holds,
+  // and none once it has been written.
+  void expect_sparse_writes();
+
   std::span<const std::byte> bytes() const;
   std::byte* mutable_data();
   const std::byte* data() const;

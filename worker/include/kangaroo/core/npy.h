@@ -17,7 +17,13 @@ BufferPtr decode_npy(std::span<const std::byte> bytes, const std::string& origin
 std::vector<std::byte> encode_npy(const Buffer& buffer);
 
 BufferPtr read_npy_file(const std::string& path);
+// Writes `path` via a temporary file renamed into place; a failed write
+// leaves no file behind.
 void write_file_atomic(const std::string& path, std::span<const std::byte> bytes);
+void write_file_atomic(const std::string& path, std::span<const std::span<const std::byte>> parts);
+// encode_npy(buffer) written atomically to `path`, without copying a
+// C-contiguous buffer's data.
+void write_npy_file_atomic(const std::string& path, const Buffer& buffer);
 std::vector<std::byte> read_file_bytes(const std::string& path, std::uint64_t max_bytes);
 
 }  // namespace kangaroo
