@@ -5,6 +5,7 @@
 // timed batch to last byte). Both ranks are processes of this program.
 //
 //   kangaroo-bench-transfer [--sizes 65536,1048576,...] [--bytes-per-size N] [--window W]
+//                           [--source-buffers B]   (B written buffers sent round robin, default 16)
 // UCX_TLS selects the transport (e.g. tcp or sm,self), as for ucx_perftest.
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <sstream>
 #include <string>
@@ -39,11 +41,13 @@ int main(int argc, char** argv) {
   std::vector<std::uint64_t> sizes = {65536, 1 << 20, 4 << 20, 16 << 20};
   std::uint64_t per_size = 1ull << 30;
   int window = 16;
+  int sources = 16;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--sizes") sizes = parse_sizes(v);
     else if (a == "--bytes-per-size") per_size = std::stoull(v);
     else if (a == "--window") window = std::stoi(v);
+    else if (a == "--source-buffers") sources = std::stoi(v);
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -65,8 +69,13 @@ int main(int argc, char** argv) {
       if (rank == 0) {
         // A few source buffers reused round robin, as a rank sending chunks it holds.
         std::vector<ConstBufferPtr> bufs;
-        for (int b = 0; b < window; ++b) bufs.push_back(Buffer::allocate(Descriptor::c_order(ScalarType::u8, ext),
-                                                                         InitPolicy::zero));
+        // Written before the timed batch, as chunks a rank holds are: pages
+        // never written would be faulted in by the first transfers.
+        for (int b = 0; b < sources; ++b) {
+          BufferPtr buf = Buffer::allocate(Descriptor::c_order(ScalarType::u8, ext), InitPolicy::uninitialized);
+          std::memset(buf->mutable_data(), 0x5a + b, size);
+          bufs.push_back(std::move(buf));
+        }
         std::deque<std::uint64_t> inflight;
         for (std::uint64_t i = 0; i < warm + count; ++i) {
           if (inflight.size() >= static_cast<std::size_t>(window)) {
