@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "kangaroo/core/buffer.h"
@@ -215,6 +216,28 @@ TEST(Buffer, LargeZeroBuffersSitOnHugePageBoundaries) {
     EXPECT_EQ(w[0], 0.0);
     EXPECT_EQ(w[n / 2], 0.0);
     EXPECT_EQ(w[n - 1], 2.0);
+  }
+}
+
+TEST(Buffer, PrefaultingARectangleKeepsContents) {
+  // Both ways of prefaulting (one span; row segments one by one, for a
+  // narrow rectangle in a wide image) leave every value as it was, zeros
+  // included, and a bad rectangle is ignored.
+  for (const auto& [rows, cols, rect] :
+       {std::tuple{std::uint64_t{512}, std::uint64_t{1024}, NonzeroRect{10, 300, 100, 400}},
+        std::tuple{std::uint64_t{64}, std::uint64_t{8192}, NonzeroRect{3, 60, 4000, 4010}},
+        std::tuple{std::uint64_t{64}, std::uint64_t{8192}, NonzeroRect{3, 65, 0, 1}}}) {
+    auto b = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({rows, cols})), InitPolicy::zero);
+    double* w = b->elements<double>();
+    w[0] = 1.0;
+    w[rows * cols - 1] = 2.0;
+    w[20 * cols + 200] = 3.0;
+    b->prefault_rect(rect);
+    const double* v = std::as_const(*b).elements<double>();
+    for (std::uint64_t e = 0; e < rows * cols; ++e) {
+      const double want = e == 0 ? 1.0 : e == rows * cols - 1 ? 2.0 : e == 20 * cols + 200 ? 3.0 : 0.0;
+      ASSERT_EQ(v[e], want) << "element " << e;
+    }
   }
 }
 

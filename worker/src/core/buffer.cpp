@@ -1,6 +1,7 @@
 #include "kangaroo/core/buffer.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <string_view>
 #include <type_traits>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace kangaroo {
@@ -330,6 +332,54 @@ void Buffer::expect_sparse_writes() {
   if (!known_zero_ || storage_->location() != MemoryLocation::host) return;
   if (storage_->size() < kHugePageBytes || !huge_pages_enabled()) return;
   ::madvise(storage_->data(), storage_->size(), MADV_NOHUGEPAGE);
+}
+
+// Page faults are expensive (on virtual machines several microseconds each),
+// and a per-block partial image takes one per row of its footprint. One
+// MADV_POPULATE_WRITE over the pages under the rectangle's rows does the same
+// work in a single call. The whole span from the first row's first column to
+// the last row's last column is populated when it is at most four times the
+// pages the row segments themselves cover (it then needs only one call);
+// otherwise each run of adjacent row segments gets its own call.
+void Buffer::prefault_rect(const NonzeroRect& r) {
+  if (rank() != 2 || !desc_.is_c_contiguous() || r.empty()) return;
+  if (storage_->location() != MemoryLocation::host || storage_->size() < kLazyZeroBytes) return;
+  const std::uint64_t cols = desc_.extents[1];
+  if (r.row_end > desc_.extents[0] || r.col_end > cols) return;
+  const std::uint64_t w = desc_.width();
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto base = reinterpret_cast<std::uintptr_t>(storage_->data() + offset_);
+  const auto segment = [&](std::uint64_t row) {
+    const std::uintptr_t a = (base + (row * cols + r.col_begin) * w) & ~(page - 1);
+    const std::uintptr_t b = (base + (row * cols + r.col_end) * w + page - 1) & ~(page - 1);
+    return std::pair{a, b};
+  };
+  const auto populate = [](std::uintptr_t lo, std::uintptr_t hi) {
+    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);  // a hint: errors ignored
+  };
+  std::uintptr_t segment_bytes = 0;
+  for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
+    const auto [a, b] = segment(row);
+    segment_bytes += b - a;
+  }
+  const std::uintptr_t span_lo = segment(r.row_begin).first;
+  const std::uintptr_t span_hi = segment(r.row_end - 1).second;
+  if (span_hi - span_lo <= 4 * segment_bytes) {
+    populate(span_lo, span_hi);
+    return;
+  }
+  std::uintptr_t lo = 0, hi = 0;
+  for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
+    const auto [a, b] = segment(row);
+    if (hi != 0 && a <= hi) {
+      hi = std::max(hi, b);
+      continue;
+    }
+    populate(lo, hi);
+    lo = a;
+    hi = b;
+  }
+  populate(lo, hi);
 }
 
 BufferPtr Buffer::allocate_dynamic(ScalarType scalar, std::uint64_t capacity, InitPolicy init) {

@@ -210,6 +210,11 @@ class PixelFootprint {
             static_cast<std::uint64_t>(col_first_), static_cast<std::uint64_t>(col_last_) + 1};
   }
 
+  // Prefaults output `index` under this footprint; call before writing.
+  void prefault(const KernelContext& ctx, std::string_view kernel, std::size_t index) const {
+    output_at(ctx, kernel, index).prefault_rect(rect());
+  }
+
   // Sets the hint on output `index`; call after the last write to it.
   void publish(const KernelContext& ctx, std::string_view kernel, std::size_t index) const {
     output_at(ctx, kernel, index).set_nonzero_rect(rect());

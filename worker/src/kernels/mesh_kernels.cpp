@@ -354,6 +354,11 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
     publish({});
     return;
   }
+  {
+    const ks::PixelFootprint all = CellRange{us.first, us.last, vs.first, vs.last}.footprint(us, vs);
+    all.prefault(ctx, kName, 0);
+    all.prefault(ctx, kName, 1);
+  }
 
   IndexBox plane_box = box;
   plane_box.lo[axis] = plane_box.hi[axis] = static_cast<std::int32_t>(plane);
@@ -452,6 +457,7 @@ void uniform_projection_accumulate(KernelContext& ctx) {
     ks::PixelFootprint().publish(ctx, kName, 0);  // nothing spread: all zero
     return;
   }
+  CellRange{us.first, us.last, vs.first, vs.last}.footprint(us, vs).prefault(ctx, kName, 0);
 
   // oa per normal-axis offset; [n0, n1] spans the positive ones. Cells with
   // oa <= 0 inside that range (`gaps`) are skipped individually.

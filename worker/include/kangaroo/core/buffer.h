@@ -184,6 +184,11 @@ class Buffer {
   // the pages written become resident. No effect on what the buffer holds,
   // and none once it has been written.
   void expect_sparse_writes();
+  // Hint that a kernel is about to write inside `rect` of a fresh rank-2
+  // zero buffer: the pages under the rectangle's rows are made resident in
+  // one call instead of one page fault each. No effect on what the buffer
+  // holds; ignored where the system cannot do it.
+  void prefault_rect(const NonzeroRect& rect);
 
   std::span<const std::byte> bytes() const;
   std::byte* mutable_data();
