@@ -354,11 +354,6 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
     publish({});
     return;
   }
-  {
-    const ks::PixelFootprint all = CellRange{us.first, us.last, vs.first, vs.last}.footprint(us, vs);
-    all.prefault(ctx, kName, 0);
-    all.prefault(ctx, kName, 1);
-  }
 
   IndexBox plane_box = box;
   plane_box.lo[axis] = plane_box.hi[axis] = static_cast<std::int32_t>(plane);
@@ -370,7 +365,26 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   const AxisSpread& os = outer == ua ? us : vs;
   const AxisSpread& is = inner == ua ? us : vs;
 
+  // First the uncovered cells' range, so the footprint's pages are
+  // prefaulted in one go (cells finer levels cover add nothing); then the
+  // spread itself.
   CellRange spread;
+  ks::for_each_line(plane_box, order, ctx.covered,
+                    [&](std::int64_t, std::int64_t o, const std::uint8_t* covered) {
+                      if (os.empty(o)) return;
+                      std::int64_t t_first = is.first;
+                      std::int64_t t_last = is.last;
+                      if (covered != nullptr) {
+                        while (t_first <= t_last && covered[t_first] != 0) ++t_first;
+                        while (t_last >= t_first && covered[t_last] != 0) --t_last;
+                      }
+                      if (t_first > t_last) return;
+                      spread.add(inner == ua ? t_first : o, inner == ua ? o : t_first);
+                      spread.add(inner == ua ? t_last : o, inner == ua ? o : t_last);
+                    });
+  const ks::PixelFootprint footprint = spread.footprint(us, vs);
+  footprint.prefault(ctx, kName, 0);
+  footprint.prefault(ctx, kName, 1);
   visit_real(in, in.rank(), [&](auto grid) {
     const std::int64_t si = grid.s[inner];
     ks::for_each_line(plane_box, order, ctx.covered,
@@ -378,23 +392,16 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
                         if (os.empty(o)) return;
                         const auto* line = grid.base + (plane - box.lo[axis]) * grid.s[axis] +
                                            o * grid.s[outer];
-                        std::int64_t t_first = is.last + 1;
-                        std::int64_t t_last = is.first - 1;
                         for (std::int64_t t = is.first; t <= is.last; ++t) {
                           if (covered != nullptr && covered[t] != 0) continue;
                           const auto value = static_cast<double>(line[t * si]);
                           const std::int64_t un = inner == ua ? t : o;
                           const std::int64_t vn = inner == ua ? o : t;
                           spread_cell(us, vs, un, vn, value, g.nu, sum, area);
-                          t_first = std::min(t_first, t);
-                          t_last = t;
                         }
-                        if (t_first > t_last) return;
-                        spread.add(inner == ua ? t_first : o, inner == ua ? o : t_first);
-                        spread.add(inner == ua ? t_last : o, inner == ua ? o : t_last);
                       });
   });
-  publish(spread.footprint(us, vs));
+  publish(footprint);
 }
 
 // Sum of line[n * stride] * w[n] over n in [n0, n1], in four interleaved
@@ -457,7 +464,6 @@ void uniform_projection_accumulate(KernelContext& ctx) {
     ks::PixelFootprint().publish(ctx, kName, 0);  // nothing spread: all zero
     return;
   }
-  CellRange{us.first, us.last, vs.first, vs.last}.footprint(us, vs).prefault(ctx, kName, 0);
 
   // oa per normal-axis offset; [n0, n1] spans the positive ones. Cells with
   // oa <= 0 inside that range (`gaps`) are skipped individually.
@@ -552,13 +558,18 @@ void uniform_projection_accumulate(KernelContext& ctx) {
   CellRange spread;
   for (std::int64_t vn = vs.first; vn <= vs.last; ++vn) {
     for (std::int64_t un = us.first; un <= us.last; ++un) {
-      const std::size_t c = static_cast<std::size_t>(un * cu + vn * cv);
-      if (hit[c] == 0) continue;
-      spread_cell(us, vs, un, vn, column[c], g.nu, image, nullptr);
-      spread.add(un, vn);
+      if (hit[static_cast<std::size_t>(un * cu + vn * cv)] != 0) spread.add(un, vn);
     }
   }
-  spread.footprint(us, vs).publish(ctx, kName, 0);
+  const ks::PixelFootprint footprint = spread.footprint(us, vs);
+  footprint.prefault(ctx, kName, 0);
+  for (std::int64_t vn = spread.v_first; vn <= spread.v_last; ++vn) {
+    for (std::int64_t un = spread.u_first; un <= spread.u_last; ++un) {
+      const std::size_t c = static_cast<std::size_t>(un * cu + vn * cv);
+      if (hit[c] != 0) spread_cell(us, vs, un, vn, column[c], g.nu, image, nullptr);
+    }
+  }
+  footprint.publish(ctx, kName, 0);
 }
 
 // OP-USLICE-1.
