@@ -194,6 +194,9 @@ class PlotfileReaderImpl final : public PlotfileReader {
     std::vector<std::uint32_t> fab_file;    // into files_
     std::vector<std::uint64_t> fab_offset;
     std::unique_ptr<std::atomic<std::uint32_t>[]> header_bytes;  // 0 = not parsed yet
+    // Per component: the FAB read last and the FAB read-ahead reached (read_ahead).
+    std::unique_ptr<std::atomic<int>[]> last_read;
+    std::unique_ptr<std::atomic<int>[]> read_ahead_to;
   };
 
   // A descriptor borrowed from the cache, or opened for one read.
@@ -216,6 +219,7 @@ class PlotfileReaderImpl final : public PlotfileReader {
   amrex::FabHeader parse_fab_at(int level, int fab) const;
   std::uint32_t accept_fab_header(int level, int fab, const amrex::FabHeader& fh) const;
   FdLease acquire(const DataFile& f) const;
+  void read_ahead(int level, int fab, int comp) const;
   void check_fab(int level, int fab) const;
   const amrex::ParticleSpeciesIndex& find_species(const std::string& name) const;
   std::string build_metadata() const;
@@ -333,6 +337,9 @@ void PlotfileReaderImpl::load_level(int l) {
   li.fab_box.reserve(L.boxes.size());
   for (const auto& b : L.boxes) li.fab_box.push_back(grow(b, ch.ngrow));
   li.header_bytes = std::make_unique<std::atomic<std::uint32_t>[]>(L.boxes.size());
+  li.last_read = std::make_unique<std::atomic<int>[]>(static_cast<std::size_t>(ch.ncomp));
+  li.read_ahead_to = std::make_unique<std::atomic<int>[]>(static_cast<std::size_t>(ch.ncomp));
+  for (int c = 0; c < ch.ncomp; ++c) li.last_read[static_cast<std::size_t>(c)].store(-2);
 
   // Data files: every one must exist and reach past every indexed offset.
   std::vector<std::uint32_t> global(ch.files.size());
@@ -546,6 +553,45 @@ BufferPtr PlotfileReaderImpl::map_component(int fd, const DataFile& df, std::uin
   return map_region(fd, df.path, offset, bytes, type, extents);
 }
 
+// Whole-component reads that walk a level's FABs in order (a histogram or a
+// projection over every block, the executor's threads taking blocks in turn)
+// ask the kernel to start reading the same component of the next FABs, up to
+// kReadAheadBytes ahead, so the disk stays busy while kernels compute. A
+// component is one strided piece of each FAB, which the kernel's own
+// readahead does not follow. Only a hint: nothing waits for it, and a read
+// pattern that is not a walk in order (slices, selected blocks) asks nothing.
+constexpr std::uint64_t kReadAheadBytes = 64ull << 20;
+constexpr int kReadAheadFabs = 32;
+
+void PlotfileReaderImpl::read_ahead(int level, int fab, int comp) const {
+  const LevelIndex& li = index_[static_cast<std::size_t>(level)];
+  const auto uc = static_cast<std::size_t>(comp);
+  const int prev = li.last_read[uc].exchange(fab, std::memory_order_relaxed);
+  if (fab != prev + 1 && fab != prev + 2) return;
+  const int nfab = static_cast<int>(li.fab_box.size());
+  int from = std::max(fab + 1, li.read_ahead_to[uc].load(std::memory_order_relaxed));
+  if (from > fab + 1 + kReadAheadFabs) from = fab + 1;  // left by an earlier pass over the level
+  std::uint64_t ahead = 0;
+  int to = from;
+  const std::uint64_t w = li.real.width();
+  for (; to < nfab && to <= fab + kReadAheadFabs && ahead < kReadAheadBytes; ++to) {
+    const auto ub = static_cast<std::size_t>(to);
+    const std::uint64_t bytes = box_points(li.fab_box[ub]) * w;
+    const DataFile& df = files_[li.fab_file[ub]];
+    // The FAB's header is not parsed yet; AMReX writes short ones, and a
+    // page of slack covers it.
+    const std::uint64_t start = li.fab_offset[ub] + static_cast<std::uint64_t>(comp) * bytes;
+    if (start >= df.size) continue;
+    const std::uint64_t len = std::min<std::uint64_t>(bytes + 4096, df.size - start);
+    const FdLease fd = acquire(df);
+    ::posix_fadvise(fd.fd, static_cast<off_t>(start), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
+    ahead += len;
+  }
+  int seen = li.read_ahead_to[uc].load(std::memory_order_relaxed);
+  while (seen < to && !li.read_ahead_to[uc].compare_exchange_weak(seen, to, std::memory_order_relaxed)) {
+  }
+}
+
 BufferPtr PlotfileReaderImpl::read_component(int level, int fab, int comp) const {
   check_fab(level, fab);
   const auto ul = static_cast<std::size_t>(level);
@@ -578,6 +624,7 @@ BufferPtr PlotfileReaderImpl::read_component(int level, int fab, int comp) const
     // Fortran order, BACK-AMREX-7); pages are read when a kernel touches them.
     if (BufferPtr mapped = map_component(fd.fd, df, comp_start, npts_grown * w, L.real_type, extents)) return mapped;
   }
+  read_ahead(level, fab, comp);
   if (L.ngrow == 0) {
     // The component block is the valid region in Fortran order: read it
     // straight into the buffer's storage (BACK-AMREX-7). Byte swapping in
