@@ -12,8 +12,9 @@ Both engines run in the same session on the same machine, one process each:
 
 With --cold (needs root) the page cache is dropped before every run, and the
 achieved read bandwidth of our runs (bytes of the field's FAB components over
-compute time) is compared with the disk's sequential read bandwidth measured by
-`dd iflag=direct` in the same session.
+compute time) is compared with the disk's sequential read bandwidth measured
+by dd in the same session (the best of O_DIRECT and buffered cold reads,
+before and after the runs).
 
     /usr/bin/python3 bench/amr_vs_yt.py [--synthetic-bytes 1.5e9] [--cold]
 """
@@ -86,14 +87,23 @@ def drop_caches(enabled):
         f.write("3\n")
 
 
-def disk_bandwidth(path):
-    """Sequential O_DIRECT read rate of one large file, bytes/s."""
-    r = subprocess.run(["dd", f"if={path}", "of=/dev/null", "bs=16M", "iflag=direct"],
-                       capture_output=True, text=True)
+def dd_rate(args):
+    r = subprocess.run(["dd", *args, "of=/dev/null"], capture_output=True, text=True)
     m = re.search(r"(\d+) bytes .* copied, ([\d.]+) s", r.stderr)
-    if not m:
-        return None
-    return int(m.group(1)) / float(m.group(2))
+    return int(m.group(1)) / float(m.group(2)) if m else None
+
+
+def disk_bandwidth(path, cold):
+    """Sequential read rate of one large file, bytes/s: the best of an O_DIRECT
+    read in 16 MiB requests and (with --cold) a buffered read after dropping
+    the page cache, which lets the kernel keep several requests in flight.
+    The higher the baseline, the stricter the comparison."""
+    rates = [dd_rate([f"if={path}", "bs=16M", "iflag=direct"])]
+    if cold:
+        drop_caches(True)
+        rates.append(dd_rate([f"if={path}", "bs=16M"]))
+    rates = [r for r in rates if r]
+    return max(rates) if rates else None
 
 
 def largest_file(root):
@@ -248,11 +258,16 @@ def main():
                             "--max-grid", "64", "--fields", "density,temperature",
                             "--target-bytes", str(args.synthetic_bytes), "--force"],
                            check=True, env={**os.environ, "PYTHONPATH": os.path.join(REPO, "python-sdk")})
-        disk = disk_bandwidth(largest_file(args.synthetic_dir))
+        big = largest_file(args.synthetic_dir)
+        disk = disk_bandwidth(big, args.cold)
         bench_dataset("synthetic 3-level", args.synthetic_dir, "density", worker, args.repeats, args.cold, results)
+        # The disk's rate drifts; measured again afterwards, the better one counts.
+        after = disk_bandwidth(big, args.cold)
+        disk = max(d for d in (disk, after) if d) if (disk or after) else None
     summary = {"results": results, "disk_sequential_read_bytes_per_s": disk}
     if disk:
-        print(f"\ndisk sequential read (dd iflag=direct): {disk / 1e9:.2f} GB/s", file=sys.stderr)
+        print(f"\ndisk sequential read (best of dd O_DIRECT{' and buffered cold' if args.cold else ''}, "
+              f"before and after): {disk / 1e9:.2f} GB/s", file=sys.stderr)
         for r in results:
             if r["ours_read_bandwidth"] and r["dataset"].startswith("synthetic"):
                 print(f"  {r['op']}: {r['ours_read_bandwidth'] / disk:.0%} of disk bandwidth"

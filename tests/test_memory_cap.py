@@ -1,7 +1,7 @@
 """Memory-capped runs of ``kangaroo-worker`` (seed §5-§6, EXEC-10).
 
 The plan makes intermediates pile up: four field expressions over every
-block of a plotfile finish as one stage before their histograms read them,
+block of a plotfile all finish before any of their histograms reads them,
 so the uncapped run holds all four derived fields at once. Capped at 1/8 of
 that peak, the run must give byte-identical results (chunks go to the spill
 directory and come back), keep its resident memory under the cap plus a
@@ -64,10 +64,18 @@ def case():
             frags.append(e)
             frags.append(lw.histogram1d_plan(runmeta, e.out_field, (-10.0, 10.0), 32, alloc(), alloc_field=alloc,
                                              producers={e.out_field: e.tail}, name="hist"))
-        # one stage for all expressions, so their outputs are all resident
-        # before any histogram starts
+        # every histogram waits for all four expressions, so their outputs
+        # are all resident before any histogram starts (the executor would
+        # otherwise histogram each field as soon as it exists)
         plan = frags[1].plan(*frags[3::2])
         doc = plan.to_dict()
+        with open(os.path.join(tmp, "plan_as_lowered.json"), "w") as f:
+            json.dump(doc, f)
+        exprs = [i for i, st in enumerate(doc["stages"]) if st["name"] == "expr"]
+        assert len(exprs) == 4
+        for st in doc["stages"]:
+            if st["name"] == "hist_accumulate":
+                st["after"] = sorted(set(st["after"]) | set(exprs))
         with open(os.path.join(tmp, "plan.json"), "w") as f:
             json.dump(doc, f)
         with open(os.path.join(tmp, "runmeta.json"), "w") as f:
@@ -107,6 +115,24 @@ def test_uncapped_run_holds_every_derived_field(uncapped):
     assert len(files) == 4
     # four derived fields of 64 MiB each are resident at the end of the stage
     assert manifest["memory"]["peak_bytes"] >= 4 * 64 * MiB
+
+
+def test_reductions_run_before_further_producers(case, uncapped):
+    # As lowered, each histogram may start once its own expression is done.
+    # The executor expands newly released stages first, so a derived field is
+    # reduced (and freed) before the next expressions pile up: the peak stays
+    # near two derived fields where the forced plan holds four, and the
+    # results are the same.
+    files, _ = uncapped
+    args = list(case["args"])
+    args[args.index("--plan") + 1] = os.path.join(case["tmp"], "plan_as_lowered.json")
+    out = os.path.join(case["tmp"], "as_lowered")
+    shutil.rmtree(out, ignore_errors=True)
+    r = worker("run", *args, "--out", out, "--threads", 2)
+    assert r.returncode == 0, r.stderr
+    got, manifest = results(out)
+    assert got == files
+    assert manifest["memory"]["peak_bytes"] < 3 * 64 * MiB, manifest["memory"]
 
 
 @pytest.mark.parametrize("policy", ["lru", "cost"])

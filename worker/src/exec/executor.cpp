@@ -132,6 +132,7 @@ struct Executor::Impl {
     std::int64_t outstanding = 0;
     std::int64_t parked = 0;  // tasks of this stage waiting for a chunk
     bool expanded = false;
+    std::uint64_t round = 0;  // activation_round when it was activated
     // Multi-rank: this rank ran all its tasks of the stage and waits for
     // rank 0's barrier (and the chunks it announces).
     bool local_done = false;
@@ -142,7 +143,8 @@ struct Executor::Impl {
   };
   std::vector<StageState> stages;
   std::vector<std::vector<TemplateInfo>> infos;
-  std::vector<int> active;  // stages being expanded, in activation order
+  std::vector<int> active;  // stages being expanded, most recently released first (activate)
+  std::uint64_t activation_round = 0;  // one per finished stage
   std::deque<Task*> runnable;
   std::vector<std::unique_ptr<Task>> task_pool;
   std::vector<Task*> free_tasks;
@@ -680,7 +682,17 @@ struct Executor::Impl {
       record_error(std::current_exception());
       return;
     }
+    // Depth first: stages a finished stage released go before the stages
+    // active until then, so a reduction consumes its partials (and frees
+    // them) before further producers allocate theirs; peak memory follows
+    // one level of a plan, not all of them. Stages released together keep
+    // their plan order. Scheduling order only: results do not depend on it.
+    st.round = activation_round;
+    auto at = std::find_if(active.begin(), active.end(),
+                           [&](int a) { return stages[static_cast<std::size_t>(a)].round < activation_round; });
+    const auto pos = at - active.begin();
     active.push_back(s);
+    std::rotate(active.begin() + pos, active.end() - 1, active.end());
     if (opt.event_log != nullptr) {
       const double now = EventLog::now();
       opt.event_log->phase("stage:" + plan.stages[static_cast<std::size_t>(s)].name, "stage", "start", now, 0.0);
@@ -697,6 +709,7 @@ struct Executor::Impl {
       const double now = EventLog::now();
       opt.event_log->phase("stage:" + plan.stages[static_cast<std::size_t>(s)].name, "stage", "end", now, now);
     }
+    ++activation_round;
     for (int d : prepared.dependents[static_cast<std::size_t>(s)]) {
       if (--stages[static_cast<std::size_t>(d)].remaining_after == 0 && !first_error) activate(d);
     }
