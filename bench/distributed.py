@@ -15,8 +15,8 @@ weak   Weak scaling 1 -> 2 ranks on an embarrassingly parallel chunk workload:
 stream A plotfile 8x larger than the memory cap M, read by two plans:
        `hist`: histograms of a derived field (field expression, then
        histogram per block, then reduction) - pure streaming;
-       `spill`: four derived fields computed in one stage before their
-       histograms read them, so the uncapped run holds all four at once and
+       `spill`: four derived fields that all exist before any of their
+       histograms reads them, so the uncapped run holds all four at once and
        the capped run must spill. Reported: wall time capped vs uncapped
        (throughput ratio), peak RSS against M, bytes spilled.
 
@@ -139,14 +139,21 @@ def stream(worker, work, mib, repeats):
     alloc = lw.FieldAllocator(100)
     e = lw.field_expr_plan(rm, "a*a + 1", ["a"], [1], alloc(), name="expr")
     plans["hist"] = lw.histogram1d_plan(rm, e.out_field, (0.0, 4.0), 64, alloc(), alloc_field=alloc,
-                                        producers={e.out_field: e.tail}, name="hist").plan()
+                                        producers={e.out_field: e.tail}, name="hist").plan().to_dict()
     alloc = lw.FieldAllocator(100)
     frags = []
     for expr in ("a*a", "a + 1", "2*a - 3", "a*a*a"):
         e = lw.field_expr_plan(rm, expr, ["a"], [1], alloc(), name="expr")
         frags.append(lw.histogram1d_plan(rm, e.out_field, (-10.0, 10.0), 32, alloc(), alloc_field=alloc,
                                          producers={e.out_field: e.tail}, name="hist"))
-    plans["spill"] = frags[0].plan(*frags[1:])
+    # every histogram waits for all four expressions (the executor would
+    # otherwise histogram each field as soon as it exists, and nothing piles up)
+    spill = frags[0].plan(*frags[1:]).to_dict()
+    exprs = {i for i, st in enumerate(spill["stages"]) if st["name"] == "expr"}
+    for st in spill["stages"]:
+        if st["name"] == "hist_accumulate":
+            st["after"] = sorted(set(st["after"]) | exprs)
+    plans["spill"] = spill
     rmp = write(os.path.join(work, "stream_rm.json"), rm.to_dict())
     spill_dir = os.path.join(work, "spill")
     print(f"\n## Streaming a {size / MiB:.0f} MiB plotfile with a memory cap of {cap / MiB:.0f} MiB (1/8)\n")
@@ -154,7 +161,7 @@ def stream(worker, work, mib, repeats):
     print("|---|---|---|---|---|---|---|")
     ratios = {}
     for name, plan in plans.items():
-        base = ["--plan", write(os.path.join(work, f"stream_{name}.json"), plan.to_dict()), "--runmeta", rmp,
+        base = ["--plan", write(os.path.join(work, f"stream_{name}.json"), plan), "--runmeta", rmp,
                 "--dataset", uri, "--field", "1=density"]
         res = {}
         for mode, extra in (("uncapped", []), ("capped", ["--memory-cap", cap, "--spill-dir", spill_dir])):

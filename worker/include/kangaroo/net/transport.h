@@ -63,8 +63,9 @@ class Transport {
   // the chunks (several large chunks then move at once; one chunk is always
   // allowed). These buffers are outside a memory cap's accounting. Default
   // kDefaultReceiveWindow, or KANGAROO_RECEIVE_WINDOW bytes from the
-  // environment (TCP-only links move 16 MiB chunks about 3x faster with
-  // 256 MiB; shared memory prefers 64 MiB).
+  // environment (larger windows help TCP with large chunks; shared memory
+  // moving chunks that are still in cache does better with a few MiB, and
+  // worse with chunks that are not: see bench/README.md).
   virtual void set_receive_window(std::uint64_t bytes) = 0;
   // Drives communication; true when it did something.
   virtual bool progress() = 0;
