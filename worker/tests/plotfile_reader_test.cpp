@@ -9,7 +9,9 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <thread>
 
 #include "../src/data/amrex/plotfile_format.h"
@@ -464,6 +466,30 @@ TEST_F(SynthPlotfile, DoubleLittleEndianIsZeroCopyFortran) {
   EXPECT_EQ(buf->descriptor().strides[1], 8 * 4);
   EXPECT_EQ(buf->descriptor().strides[2], 8 * 4 * 4);
   expect_all_synth_values(*r);
+}
+
+TEST_F(SynthPlotfile, WindowReadsMakeOnlyTheWindowResident) {
+  // A slice reads one z-plane (32 KiB) of a 64^3 block of f64 (2 MiB): the
+  // block's storage must not become resident around it (a huge page would
+  // make all 2 MiB resident and need clearing).
+  SynthOptions o;
+  o.level_cells = {{128, 64, 64}};
+  const auto r = open_synth(make_plotfile(o));
+  IndexBox w = r->levels()[0].boxes[0];
+  w.lo[2] = w.hi[2] = 32;
+  const BufferPtr part = r->read_component_window(0, 0, 1, w);
+  ASSERT_EQ(part->byte_size(), std::uint64_t{2} << 20);
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto at = reinterpret_cast<std::uintptr_t>(part->data());
+  const std::uintptr_t lo = at & ~(page - 1);
+  const std::uintptr_t hi = (at + part->byte_size() + page - 1) & ~(page - 1);
+  std::vector<unsigned char> resident((hi - lo) / page);
+  ASSERT_EQ(::mincore(reinterpret_cast<void*>(lo), hi - lo, resident.data()), 0);
+  std::size_t pages = 0;
+  for (unsigned char v : resident) pages += v & 1u;
+  const std::size_t window_pages = (64 * 64 * 8 + page - 1) / page;
+  EXPECT_GE(pages, window_pages);
+  EXPECT_LE(pages, window_pages + 2) << "of " << resident.size() << " pages";
 }
 
 TEST_F(SynthPlotfile, FloatAndBigEndianPayloads) {

@@ -328,10 +328,14 @@ BufferPtr Buffer::allocate(const Descriptor& desc, InitPolicy init) {
   return b;
 }
 
+void Storage::expect_sparse_writes() {
+  if (location_ != MemoryLocation::host || deleter_ != &unmap_host) return;
+  if (size_ < kHugePageBytes || !huge_pages_enabled()) return;
+  ::madvise(data_, size_, MADV_NOHUGEPAGE);
+}
+
 void Buffer::expect_sparse_writes() {
-  if (!known_zero_ || storage_->location() != MemoryLocation::host) return;
-  if (storage_->size() < kHugePageBytes || !huge_pages_enabled()) return;
-  ::madvise(storage_->data(), storage_->size(), MADV_NOHUGEPAGE);
+  if (known_zero_) storage_->expect_sparse_writes();
 }
 
 // Page faults are expensive (on virtual machines several microseconds each),

@@ -90,6 +90,12 @@ class Storage {
   // what the list keeps (default 256 MiB).
   static std::shared_ptr<Storage> allocate_pooled(std::size_t size);
 
+  // Hint for fresh host storage of which only a small part will be written
+  // (a per-block partial image, a window read into a whole block): it keeps
+  // small pages, so only the pages written become resident and need
+  // clearing. Call before the first write; no effect on the contents.
+  void expect_sparse_writes();
+
   std::byte* data() const { return data_; }
   std::size_t size() const { return size_; }
   MemoryLocation location() const { return location_; }
@@ -179,10 +185,8 @@ class Buffer {
   // skip zero-filling a fresh output.
   bool known_zero() const { return known_zero_; }
 
-  // Hint for a fresh zero buffer of which a kernel will write only a small
-  // part (a per-block partial image): its storage keeps small pages, so only
-  // the pages written become resident. No effect on what the buffer holds,
-  // and none once it has been written.
+  // Storage::expect_sparse_writes for a fresh zero buffer of which a kernel
+  // will write only a small part; none once the buffer has been written.
   void expect_sparse_writes();
   // Hint that a kernel is about to write inside `rect` of a fresh rank-2
   // zero buffer: the pages under the rectangle's rows are made resident in

@@ -683,6 +683,9 @@ BufferPtr PlotfileReaderImpl::read_component_window(int level, int fab, int comp
   const std::uint64_t extents[3] = {nx, ny, nz};
   const std::uint64_t bytes = checked_mul(box_points(valid), wd);
   auto storage = Storage::allocate_host(static_cast<std::size_t>(bytes), InitPolicy::zero);
+  // A window (a slice's plane) is a small part of the block: only its pages
+  // should become resident, not the huge pages around it.
+  storage->expect_sparse_writes();
   if (!w.empty()) {
     const std::uint32_t header_bytes = fab_header_bytes(level, fab);
     const std::uint64_t comp_start =
