@@ -148,12 +148,9 @@ def stream(worker, work, mib, repeats):
                                          producers={e.out_field: e.tail}, name="hist"))
     # every histogram waits for all four expressions (the executor would
     # otherwise histogram each field as soon as it exists, and nothing piles up)
-    spill = frags[0].plan(*frags[1:]).to_dict()
-    exprs = {i for i, st in enumerate(spill["stages"]) if st["name"] == "expr"}
-    for st in spill["stages"]:
-        if st["name"] == "hist_accumulate":
-            st["after"] = sorted(set(st["after"]) | exprs)
-    plans["spill"] = spill
+    spill = frags[0].plan(*frags[1:])
+    spill.order_after("hist_accumulate", "expr")
+    plans["spill"] = spill.to_dict()
     rmp = write(os.path.join(work, "stream_rm.json"), rm.to_dict())
     spill_dir = os.path.join(work, "spill")
     print(f"\n## Streaming a {size / MiB:.0f} MiB plotfile with a memory cap of {cap / MiB:.0f} MiB (1/8)\n")

@@ -68,16 +68,11 @@ def case():
         # are all resident before any histogram starts (the executor would
         # otherwise histogram each field as soon as it exists)
         plan = frags[1].plan(*frags[3::2])
-        doc = plan.to_dict()
         with open(os.path.join(tmp, "plan_as_lowered.json"), "w") as f:
-            json.dump(doc, f)
-        exprs = [i for i, st in enumerate(doc["stages"]) if st["name"] == "expr"]
-        assert len(exprs) == 4
-        for st in doc["stages"]:
-            if st["name"] == "hist_accumulate":
-                st["after"] = sorted(set(st["after"]) | set(exprs))
+            json.dump(plan.to_dict(), f)
+        assert plan.order_after("hist_accumulate", "expr") == 4
         with open(os.path.join(tmp, "plan.json"), "w") as f:
-            json.dump(doc, f)
+            json.dump(plan.to_dict(), f)
         with open(os.path.join(tmp, "runmeta.json"), "w") as f:
             json.dump(runmeta.to_dict(), f)
         yield dict(tmp=tmp, args=["--plan", os.path.join(tmp, "plan.json"), "--runmeta",
@@ -159,7 +154,22 @@ def test_capped_on_two_ranks(case, uncapped):
     r, out = run(case, "capped_ranks", "--memory-cap", cap, "--spill-dir", os.path.join(case["tmp"], "spill2"),
                  "--ranks", 2)
     assert r.returncode == 0, r.stderr
-    assert results(out)[0] == files
+    got, m = results(out)
+    assert got == files
+    # Chunks other ranks sent wait in the receive window (an eighth of the
+    # cap, at least 1 MiB), which is held back from the cap: what rank 0
+    # accounts for chunks and tasks stays under the rest.
+    assert m["memory"]["cap_bytes"] == cap
+    assert m["memory"]["peak_bytes"] <= cap - max(MiB, cap // 8), m["memory"]
+
+
+def test_cap_below_one_task_on_two_ranks_names_the_held_back_window(case):
+    r, out = run(case, "tiny_ranks", "--memory-cap", "1536K", "--spill-dir", os.path.join(case["tmp"], "spill_tiny2"),
+                 "--ranks", 2)
+    assert r.returncode != 0, r.stderr
+    assert "memory cap of 1572864 bytes (1048576 of them held for chunks received from other ranks)" in r.stderr, \
+        r.stderr
+    assert not os.path.exists(out)
 
 
 def test_cap_below_one_task_is_an_explicit_error(case):

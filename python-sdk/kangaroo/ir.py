@@ -988,6 +988,27 @@ class Plan:
                     order.append(node)
         return order
 
+    def order_after(self, stage_name: str, producer_name: str) -> int:
+        """Makes every stage named ``stage_name`` also wait for every stage named
+        ``producer_name`` (DAG-3), e.g. histograms that must not start before all
+        of several field expressions exist. Stages reachable through ``after``
+        count. Returns the number of stages that gained a dependency; raises
+        ``ValueError`` when either name matches no stage or a cycle results."""
+        order = self.topo_stages()
+        waiting = [s for s in order if s.name == stage_name]
+        producers = [s for s in order if s.name == producer_name]
+        for name, found in ((stage_name, waiting), (producer_name, producers)):
+            if not found:
+                raise ValueError(f"order_after: no stage named '{name}'")
+        changed = 0
+        for s in waiting:
+            new = [p for p in producers if all(p is not a for a in s.after)]
+            if new:
+                s.after.extend(new)
+                changed += 1
+        self.topo_stages()  # DAG-2: a producer that waited on a waiting stage is a cycle
+        return changed
+
     def to_dict(self) -> Dict[str, Any]:
         """The PLAN-13 document as a JSON-ready dict."""
         order = self.topo_stages()

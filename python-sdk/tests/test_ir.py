@@ -437,6 +437,26 @@ def test_topological_order_and_after_positions():
         assert all(j < i for j in s["after"])
 
 
+def test_order_after_adds_every_producer_once():
+    e1, e2 = ir.Stage("expr"), ir.Stage("expr")
+    h1, h2 = ir.Stage("hist", after=[e1]), ir.Stage("hist", after=[e2])
+    r = ir.Stage("reduce", after=[h1, h2])
+    plan = ir.Plan([r])  # the expressions only reachable through `after`
+    assert plan.order_after("hist", "expr") == 2
+    assert all(h.after == [e, o] for h, e, o in ((h1, e1, e2), (h2, e2, e1)))
+    assert plan.order_after("hist", "expr") == 0  # already ordered
+    doc = plan.to_dict()
+    pos = {id(s): i for i, s in enumerate(plan.topo_stages())}
+    for h in (h1, h2):
+        assert sorted(doc["stages"][pos[id(h)]]["after"]) == sorted([pos[id(e1)], pos[id(e2)]])
+    with pytest.raises(ValueError, match="no stage named 'missing'"):
+        plan.order_after("missing", "expr")
+    with pytest.raises(ValueError, match="no stage named 'missing'"):
+        plan.order_after("hist", "missing")
+    with pytest.raises(ValueError, match="^stage dependency cycle at"):
+        plan.order_after("expr", "reduce")
+
+
 def test_cycle_detection_message():
     a = ir.Stage("alpha")
     b = ir.Stage("beta", after=[a])

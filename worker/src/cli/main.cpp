@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 #include <cstdio>
 #include <filesystem>
@@ -531,10 +532,18 @@ int cmd_run(const std::vector<std::string>& args) {
   // plan fails before any rank waits for another).
   LocalRanks children;
   std::unique_ptr<RankLink> link;
-  // Chunks received ahead of the executor are outside the cap's accounting:
-  // keep them to an eighth of it.
+  // Chunks received ahead of the executor wait in the transport, where the
+  // executor does not see them: an eighth of the cap is their window, held
+  // back from what chunks and tasks get.
   if (opt.memory_cap > 0) {
     cluster.receive_window = std::min(cluster.receive_window, std::max<std::uint64_t>(1 << 20, opt.memory_cap / 8));
+    if (cluster.world_size > 1) {
+      opt.memory_held_back = cluster.receive_window;
+      if (const char* env = std::getenv("KANGAROO_RECEIVE_WINDOW")) {  // the transport's override wins
+        const std::uint64_t v = std::strtoull(env, nullptr, 10);
+        if (v > 0) opt.memory_held_back = v;
+      }
+    }
   }
   const std::string who = cluster.world_size > 1 ? "rank " + std::to_string(cluster.rank) + ": " : "";
   if (cluster.world_size > 1) {

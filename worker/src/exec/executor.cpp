@@ -984,16 +984,20 @@ struct Executor::Impl {
   // False: wait for running tasks (or queued sends) to release memory.
   bool admit(Task* t) {
     if (t->error || t->empty_group) return true;
-    const std::uint64_t cap = opt.memory_cap;
+    const std::uint64_t cap = opt.memory_cap - std::min(opt.memory_cap, opt.memory_held_back);
+    const std::string cap_text =
+        "memory cap of " + std::to_string(opt.memory_cap) + " bytes" +
+        (opt.memory_held_back == 0 ? std::string()
+                                   : " (" + std::to_string(opt.memory_cap - cap) +
+                                         " of them held for chunks received from other ranks)");
     const std::uint64_t need = task_bytes(*t);
     const std::string what = where(plan, t->stage, t->tmpl) + " block " + std::to_string(t->block);
     if (need > cap) {
       t->error = std::make_exception_ptr(Error(
           ErrorKind::invalid_argument, what + " needs about " + std::to_string(need) +
-                                           " bytes for the chunks it loads and the outputs it writes, more than the "
-                                           "memory cap of " + std::to_string(cap) +
-                                           " bytes; raise the cap above that (plus room for the chunks it reads "
-                                           "from memory)"));
+                                           " bytes for the chunks it loads and the outputs it writes, more than the " +
+                                           cap_text + " leaves; raise the cap above that (plus room for the chunks "
+                                           "it reads from memory)"));
       return true;
     }
     // Task records keep being made between admissions (expansion, parked
@@ -1005,7 +1009,7 @@ struct Executor::Impl {
       if (running == 0 && link_bytes() == 0) {
         t->error = std::make_exception_ptr(Error(
             ErrorKind::invalid_argument,
-            "memory cap of " + std::to_string(cap) + " bytes is too small: " + what + " needs " + std::to_string(need) +
+            cap_text + " is too small: " + what + " needs " + std::to_string(need) +
                 " bytes while " + std::to_string(store.bytes_in_use()) + " bytes of chunks stay in memory (read by " +
                 std::to_string(waiting) + " waiting task(s), or with no spill directory to go to) and the scheduler's " +
                 "task records take " + std::to_string(metadata_bytes()) + " bytes; raise the cap"));

@@ -52,6 +52,10 @@ struct ExecOptions {
   // the store's spill area), or the task waits for running ones. A task that
   // cannot fit even alone fails the run with the bytes it needs.
   std::uint64_t memory_cap = 0;
+  // Bytes of memory_cap held back for what the executor does not account
+  // itself: chunks other ranks have sent that wait in the transport (its
+  // receive window). Chunks and tasks get memory_cap minus this.
+  std::uint64_t memory_held_back = 0;
   EvictionPolicy eviction = EvictionPolicy::lru;
   // Live metrics (seed §8), null: off. Families are named kangaroo_worker_*.
   MetricRegistry* metrics = nullptr;
