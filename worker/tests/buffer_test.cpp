@@ -1,12 +1,15 @@
 // BUF-1..9 and chunk identity / ownership (CHUNK-1, OWN-2).
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -219,25 +222,63 @@ TEST(Buffer, LargeZeroBuffersSitOnHugePageBoundaries) {
   }
 }
 
-TEST(Buffer, PrefaultingARectangleKeepsContents) {
-  // Both ways of prefaulting (one span; row segments one by one, for a
-  // narrow rectangle in a wide image) leave every value as it was, zeros
-  // included, and a bad rectangle is ignored.
-  for (const auto& [rows, cols, rect] :
-       {std::tuple{std::uint64_t{512}, std::uint64_t{1024}, NonzeroRect{10, 300, 100, 400}},
-        std::tuple{std::uint64_t{64}, std::uint64_t{8192}, NonzeroRect{3, 60, 4000, 4010}},
-        std::tuple{std::uint64_t{64}, std::uint64_t{8192}, NonzeroRect{3, 65, 0, 1}}}) {
-    auto b = Buffer::allocate(Descriptor::c_order(ScalarType::f64, ext({rows, cols})), InitPolicy::zero);
-    double* w = b->elements<double>();
-    w[0] = 1.0;
-    w[rows * cols - 1] = 2.0;
-    w[20 * cols + 200] = 3.0;
-    b->prefault_rect(rect);
-    const double* v = std::as_const(*b).elements<double>();
-    for (std::uint64_t e = 0; e < rows * cols; ++e) {
-      const double want = e == 0 ? 1.0 : e == rows * cols - 1 ? 2.0 : e == 20 * cols + 200 ? 3.0 : 0.0;
-      ASSERT_EQ(v[e], want) << "element " << e;
+TEST(Buffer, CompactImagesStoreTheirRectangleAndExpandOnDenseAccess) {
+  const Descriptor d = Descriptor::c_order(ScalarType::f64, ext({5, 7}));
+  const NonzeroRect r{1, 4, 2, 5};
+  BufferPtr b = Buffer::allocate_compact_image(d, r);
+  EXPECT_TRUE(b->is_compact());
+  EXPECT_TRUE(b->known_zero());
+  EXPECT_EQ(b->compact_rect(), r);
+  ASSERT_TRUE(b->nonzero_rect().has_value());
+  EXPECT_EQ(*b->nonzero_rect(), r);
+  EXPECT_EQ(b->allocated_bytes(), 5u * 7u * 8u);  // accounted at full size
+  for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
+    auto* p = reinterpret_cast<double*>(b->mutable_rect_row(row));
+    for (std::uint64_t c = r.col_begin; c < r.col_end; ++c) p[c - r.col_begin] = 10.0 * row + c;
+  }
+  EXPECT_FALSE(b->known_zero());
+  EXPECT_EQ(*b->nonzero_rect(), r);  // writing rows keeps the hint
+  const double* row2 = reinterpret_cast<const double*>(b->rect_row(2));
+  // Dense access expands once: every element, zeros outside the rectangle.
+  const double* v = std::as_const(*b).elements<double>();
+  EXPECT_FALSE(b->is_compact());
+  for (std::uint64_t row = 0; row < 5; ++row) {
+    for (std::uint64_t c = 0; c < 7; ++c) {
+      const bool in = row >= r.row_begin && row < r.row_end && c >= r.col_begin && c < r.col_end;
+      EXPECT_EQ(v[row * 7 + c], in ? 10.0 * row + c : 0.0) << row << "," << c;
     }
+  }
+  EXPECT_EQ(b->bytes().size(), 5u * 7u * 8u);
+  EXPECT_EQ(row2[0], 22.0);  // row pointers stay valid after expansion
+  EXPECT_EQ(*b->nonzero_rect(), r);
+  EXPECT_THROW(b->mutable_rect_row(2), Error);
+  // Rows outside the rectangle, bad rectangles and layouts are refused.
+  BufferPtr c = Buffer::allocate_compact_image(d, r);
+  EXPECT_THROW(c->rect_row(0), Error);
+  EXPECT_THROW(c->rect_row(4), Error);
+  EXPECT_THROW(Buffer::allocate_compact_image(d, {0, 6, 0, 1}), Error);
+  EXPECT_THROW(Buffer::allocate_compact_image(Descriptor::c_order(ScalarType::f64, ext({35})), {}), Error);
+  EXPECT_THROW(Buffer::allocate_compact_image(Descriptor::opaque_bytes(35), {}), Error);
+  // An empty rectangle stores nothing and reads as all zero.
+  BufferPtr e = Buffer::allocate_compact_image(d, {});
+  EXPECT_TRUE(e->nonzero_rect()->empty());
+  EXPECT_EQ(std::as_const(*e).view<double>(2)(4, 6, 0), 0.0);
+}
+
+TEST(Buffer, CompactImagesExpandOnceUnderConcurrentReaders) {
+  const Descriptor d = Descriptor::c_order(ScalarType::f64, ext({300, 400}));
+  for (int trial = 0; trial < 20; ++trial) {
+    BufferPtr b = Buffer::allocate_compact_image(d, {10, 290, 20, 380});
+    for (std::uint64_t row = 10; row < 290; ++row) reinterpret_cast<double*>(b->mutable_rect_row(row))[0] = 1.0 + row;
+    const ConstBufferPtr shared = b;
+    std::vector<const std::byte*> seen(4);
+    std::vector<std::thread> readers;
+    for (std::size_t t = 0; t < seen.size(); ++t) readers.emplace_back([&, t] { seen[t] = shared->data(); });
+    for (auto& th : readers) th.join();
+    for (const std::byte* p : seen) ASSERT_EQ(p, seen[0]);
+    const double* v = reinterpret_cast<const double*>(seen[0]);
+    EXPECT_EQ(v[11 * 400 + 20], 12.0);
+    EXPECT_EQ(v[11 * 400 + 21], 0.0);
   }
 }
 

@@ -167,6 +167,26 @@ struct RectUnion {
   NonzeroRect rect() const { return any ? u : NonzeroRect{}; }
 };
 
+// A compact image (Buffer::allocate_compact_image) holding `values` (zero
+// outside `r`).
+BufferPtr make_compact(ScalarType scalar, std::uint64_t nv, std::uint64_t nu, const NonzeroRect& r,
+                       const std::vector<double>& values) {
+  const std::uint64_t ext[] = {nv, nu};
+  BufferPtr b = Buffer::allocate_compact_image(Descriptor::c_order(scalar, ext), r);
+  for (std::uint64_t row = r.row_begin; row < r.row_end && !r.empty(); ++row) {
+    std::byte* at = b->mutable_rect_row(row);
+    for (std::uint64_t c = r.col_begin; c < r.col_end; ++c) {
+      const double v = values[row * nu + c];
+      if (scalar == ScalarType::f64) {
+        reinterpret_cast<double*>(at)[c - r.col_begin] = v;
+      } else {
+        reinterpret_cast<float*>(at)[c - r.col_begin] = static_cast<float>(v);
+      }
+    }
+  }
+  return b;
+}
+
 std::vector<std::byte> bytes_of(const Buffer& b) {
   const auto s = b.bytes();
   return {s.begin(), s.end()};
@@ -182,7 +202,7 @@ TEST(SliceReduce, HintedImagesSumBitwiseLikeTheDenseSum_OP_RED_1_OP_RED_2) {
           SCOPED_TRACE(testing::Message() << scalar_name(scalar) << " (" << nv << ", " << nu << ") "
                                           << kernel << " trial " << trial);
           const std::size_t n = std::string_view(kernel) == "uniform_slice_add" ? 2 : 1 + rng() % 5;
-          std::vector<ConstBufferPtr> plain, hinted, mixed;
+          std::vector<ConstBufferPtr> plain, hinted, mixed, compact, compact_mixed;
           RectUnion want;
           for (std::size_t i = 0; i < n; ++i) {
             const NonzeroRect r = random_rect(rng, nv, nu);
@@ -192,6 +212,8 @@ TEST(SliceReduce, HintedImagesSumBitwiseLikeTheDenseSum_OP_RED_1_OP_RED_2) {
             h->set_nonzero_rect(r);
             hinted.push_back(h);
             mixed.push_back(i % 2 ? plain.back() : hinted.back());
+            compact.push_back(make_compact(scalar, nv, nu, r, values));
+            compact_mixed.push_back(i % 2 ? hinted.back() : compact.back());
             want.add(r);
           }
           const std::vector<double> garbage(nv * nu, 555.0);
@@ -208,7 +230,10 @@ TEST(SliceReduce, HintedImagesSumBitwiseLikeTheDenseSum_OP_RED_1_OP_RED_2) {
             const std::vector<ConstBufferPtr>* inputs;
             bool zero_output;
           };
-          for (const Run& run : {Run{&hinted, true}, Run{&hinted, false}, Run{&mixed, true}}) {
+          // Compact inputs, alone and next to hinted dense ones; the output
+          // may itself be compact, which bytes_of expands.
+          for (const Run& run : {Run{&hinted, true}, Run{&hinted, false}, Run{&mixed, true}, Run{&compact, true},
+                                 Run{&compact, false}, Run{&compact_mixed, true}}) {
             h.inputs = *run.inputs;
             h.outputs = {run.zero_output ? test::make_buffer(scalar, {nv, nu})
                                          : make_filled(scalar, {nv, nu}, garbage)};
@@ -313,6 +338,30 @@ TEST(SliceFinalize, ProjectionDividesByPixelArea_OP_RED_3_OP_PROJ_2) {
   const auto out = values_of(*h.outputs[0]);
   for (std::size_t p = 0; p < 6; ++p)
     EXPECT_EQ(out[p], static_cast<double>(static_cast<float>(sum[p] / 0.125)));
+}
+
+TEST(SliceFinalize, CompactInputsReadWithoutExpanding_OP_RED_3) {
+  // Compact sum and area images (zeros outside their rectangles) finalize
+  // exactly like their dense copies, and stay compact.
+  std::mt19937_64 rng(11);
+  const std::uint64_t nv = 70, nu = 130;  // rows cross the staging blocks
+  const NonzeroRect rs{5, 60, 3, 101}, ra{8, 66, 0, 90};
+  const auto sum = rect_values(nv, nu, rs, rng);
+  auto area = rect_values(nv, nu, ra, rng);
+  for (double& a : area) a = std::abs(a);
+  KernelHarness h;
+  h.params = finalize(1.0);
+  h.inputs = {make_filled(ScalarType::f64, {nv, nu}, sum), make_filled(ScalarType::f64, {nv, nu}, area)};
+  h.outputs = {test::make_buffer(ScalarType::f64, {nv, nu})};
+  h.run("uniform_slice_finalize");
+  const auto dense = bytes_of(*h.outputs[0]);
+  const ConstBufferPtr cs = make_compact(ScalarType::f64, nv, nu, rs, sum);
+  const ConstBufferPtr ca = make_compact(ScalarType::f64, nv, nu, ra, area);
+  h.inputs = {cs, ca};
+  h.outputs = {test::make_buffer(ScalarType::f64, {nv, nu})};
+  h.run("uniform_slice_finalize");
+  EXPECT_TRUE(bytes_of(*h.outputs[0]) == dense);
+  EXPECT_TRUE(cs->is_compact() && ca->is_compact());
 }
 
 TEST(SliceFinalize, LargeImagesCrossStagingBlocks_OP_RED_3) {

@@ -335,55 +335,7 @@ void Storage::expect_sparse_writes() {
 }
 
 void Buffer::expect_sparse_writes() {
-  if (known_zero_) storage_->expect_sparse_writes();
-}
-
-// Page faults are expensive (on virtual machines several microseconds each),
-// and a per-block partial image takes one per row of its footprint. One
-// MADV_POPULATE_WRITE over the pages under the rectangle's rows does the same
-// work in a single call. The whole span from the first row's first column to
-// the last row's last column is populated when it is at most four times the
-// pages the row segments themselves cover (it then needs only one call);
-// otherwise each run of adjacent row segments gets its own call.
-void Buffer::prefault_rect(const NonzeroRect& r) {
-  if (rank() != 2 || !desc_.is_c_contiguous() || r.empty()) return;
-  if (storage_->location() != MemoryLocation::host || storage_->size() < kLazyZeroBytes) return;
-  const std::uint64_t cols = desc_.extents[1];
-  if (r.row_end > desc_.extents[0] || r.col_end > cols) return;
-  const std::uint64_t w = desc_.width();
-  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto base = reinterpret_cast<std::uintptr_t>(storage_->data() + offset_);
-  const auto segment = [&](std::uint64_t row) {
-    const std::uintptr_t a = (base + (row * cols + r.col_begin) * w) & ~(page - 1);
-    const std::uintptr_t b = (base + (row * cols + r.col_end) * w + page - 1) & ~(page - 1);
-    return std::pair{a, b};
-  };
-  const auto populate = [](std::uintptr_t lo, std::uintptr_t hi) {
-    if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_POPULATE_WRITE);  // a hint: errors ignored
-  };
-  std::uintptr_t segment_bytes = 0;
-  for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
-    const auto [a, b] = segment(row);
-    segment_bytes += b - a;
-  }
-  const std::uintptr_t span_lo = segment(r.row_begin).first;
-  const std::uintptr_t span_hi = segment(r.row_end - 1).second;
-  if (span_hi - span_lo <= 4 * segment_bytes) {
-    populate(span_lo, span_hi);
-    return;
-  }
-  std::uintptr_t lo = 0, hi = 0;
-  for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
-    const auto [a, b] = segment(row);
-    if (hi != 0 && a <= hi) {
-      hi = std::max(hi, b);
-      continue;
-    }
-    populate(lo, hi);
-    lo = a;
-    hi = b;
-  }
-  populate(lo, hi);
+  if (known_zero_ && storage_) storage_->expect_sparse_writes();  // compact images hold no sparse pages
 }
 
 BufferPtr Buffer::allocate_dynamic(ScalarType scalar, std::uint64_t capacity, InitPolicy init) {
@@ -432,11 +384,68 @@ void Buffer::commit(std::uint64_t n) {
   committed_ = true;
 }
 
+BufferPtr Buffer::allocate_compact_image(const Descriptor& desc, const NonzeroRect& rect) {
+  if (desc.rank != 2 || desc.scalar == ScalarType::opaque || !desc.is_c_contiguous()) {
+    fail(ErrorKind::buffer, "a compact image must be a rank-2 C-order numeric buffer (got " + desc.to_string() + ")");
+  }
+  const std::uint64_t bytes = desc.required_bytes();
+  desc.validate(bytes);
+  BufferPtr b(new Buffer());
+  b->desc_ = desc;
+  b->set_nonzero_rect(rect);  // checks the rectangle against the extents
+  b->compact_rect_ = rect.empty() ? NonzeroRect{} : rect;
+  const std::uint64_t stored =
+      checked_mul(checked_mul(b->compact_rect_.row_end - b->compact_rect_.row_begin,
+                              b->compact_rect_.col_end - b->compact_rect_.col_begin),
+                  desc.width());
+  b->compact_storage_ = Storage::allocate_host(static_cast<std::size_t>(stored), InitPolicy::zero);
+  b->allocated_bytes_ = bytes;
+  b->known_zero_ = true;
+  return b;
+}
+
+bool Buffer::is_compact() const {
+  return compact_storage_ != nullptr && !expanded_.load(std::memory_order_acquire);
+}
+
+const std::byte* Buffer::rect_row(std::uint64_t row) const {
+  const NonzeroRect& r = compact_rect_;
+  if (!compact_storage_ || row < r.row_begin || row >= r.row_end) {
+    fail(ErrorKind::buffer, "row " + std::to_string(row) + " is outside the stored rows of " + desc_.to_string());
+  }
+  return compact_storage_->data() + (row - r.row_begin) * (r.col_end - r.col_begin) * desc_.width();
+}
+
+std::byte* Buffer::mutable_rect_row(std::uint64_t row) {
+  if (!is_compact()) fail(ErrorKind::buffer, "rows of " + desc_.to_string() + " written after expansion");
+  known_zero_ = false;
+  return const_cast<std::byte*>(rect_row(row));
+}
+
+void Buffer::expand_slow() const {
+  std::lock_guard lock(expand_mu_);
+  if (expanded_.load(std::memory_order_relaxed)) return;
+  const std::uint64_t bytes = desc_.required_bytes();
+  auto dense = Storage::allocate_host(static_cast<std::size_t>(bytes), InitPolicy::zero);
+  const NonzeroRect& r = compact_rect_;
+  const std::uint64_t w = desc_.width();
+  const std::uint64_t cols = desc_.extents[1];
+  const std::uint64_t seg = (r.col_end - r.col_begin) * w;
+  for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
+    std::memcpy(dense->data() + (row * cols + r.col_begin) * w,
+                compact_storage_->data() + (row - r.row_begin) * seg, static_cast<std::size_t>(seg));
+  }
+  storage_ = std::move(dense);
+  expanded_.store(true, std::memory_order_release);
+}
+
 std::span<const std::byte> Buffer::bytes() const {
+  expand();
   return {storage_->data() + offset_, static_cast<std::size_t>(byte_size())};
 }
 
 std::byte* Buffer::mutable_data() {
+  expand();
   note_mutation();
   return storage_->data() + offset_;
 }
@@ -455,7 +464,10 @@ void Buffer::set_nonzero_rect(const NonzeroRect& rect) {
   }
   nonzero_rect_ = rect;
 }
-const std::byte* Buffer::data() const { return storage_->data() + offset_; }
+const std::byte* Buffer::data() const {
+  expand();
+  return storage_->data() + offset_;
+}
 
 void Buffer::check_view(ScalarType expected, int expected_rank) const {
   if (desc_.scalar == ScalarType::opaque) {

@@ -182,6 +182,20 @@ inline double* f64_image_output(const KernelContext& ctx, std::string_view kerne
   return pixels;
 }
 
+// Replaces output `index` (already checked by f64_image_output) with a
+// compact image that stores only `rect` (Buffer::allocate_compact_image) and
+// returns its pixel (rect.row_begin, rect.col_begin); rows are
+// rect.col_end - rect.col_begin apart. Null for an empty rectangle. The
+// kernel must write nothing outside `rect`.
+inline double* compact_image_output(const KernelContext& ctx, std::string_view kernel, std::size_t index,
+                                    const NonzeroRect& rect) {
+  const Buffer& out = output_at(ctx, kernel, index);
+  BufferPtr img = Buffer::allocate_compact_image(out.descriptor(), rect);
+  double* first = rect.empty() ? nullptr : reinterpret_cast<double*>(img->mutable_rect_row(rect.row_begin));
+  ctx.outputs[index] = std::move(img);
+  return first;
+}
+
 // Inclusive pixel ranges an accumulation kernel may have written (rows are v,
 // columns u), grown one footprint at a time; published as the output's
 // nonzero-rectangle hint once the kernel's writes are done.
@@ -208,11 +222,6 @@ class PixelFootprint {
     if (empty_) return {};
     return {static_cast<std::uint64_t>(row_first_), static_cast<std::uint64_t>(row_last_) + 1,
             static_cast<std::uint64_t>(col_first_), static_cast<std::uint64_t>(col_last_) + 1};
-  }
-
-  // Prefaults output `index` under this footprint; call before writing.
-  void prefault(const KernelContext& ctx, std::string_view kernel, std::size_t index) const {
-    output_at(ctx, kernel, index).prefault_rect(rect());
   }
 
   // Sets the hint on output `index`; call after the last write to it.
@@ -262,6 +271,30 @@ class LinearCursor {
 
 template <class Src, class Dst>
 void gather_typed(const Buffer& b, std::uint64_t start, std::size_t count, Dst* dst) {
+  if (b.is_compact()) {
+    // Row by row from the stored rectangle, zeros elsewhere; no expansion.
+    const NonzeroRect& r = b.compact_rect();
+    const std::uint64_t cols = b.descriptor().extents[1];
+    std::uint64_t p = start;
+    const std::uint64_t end = start + count;
+    while (p < end) {
+      const std::uint64_t row = p / cols;
+      const std::uint64_t col = p % cols;
+      const std::uint64_t stop = std::min(end, (row + 1) * cols);
+      Dst* out = dst + (p - start);
+      const std::uint64_t n = stop - p;
+      std::fill_n(out, n, Dst{});
+      if (row >= r.row_begin && row < r.row_end) {
+        const std::uint64_t c0 = std::max(col, r.col_begin);
+        const std::uint64_t c1 = std::min(col + n, r.col_end);
+        const Src* src = reinterpret_cast<const Src*>(b.rect_row(row));
+        for (std::uint64_t c = c0; c < c1; ++c)
+          out[c - col] = static_cast<Dst>(src[c - r.col_begin]);
+      }
+      p = stop;
+    }
+    return;
+  }
   const Src* base = reinterpret_cast<const Src*>(b.data());
   if (b.descriptor().is_c_contiguous()) {
     for (std::size_t n = 0; n < count; ++n)

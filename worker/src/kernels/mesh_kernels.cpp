@@ -219,6 +219,12 @@ struct AxisSpread {
     return start[static_cast<std::size_t>(n)] == start[static_cast<std::size_t>(n) + 1];
   }
 
+  // Pixel indices relative to `origin` (a compact image's first row or
+  // column); only pixel_range reads them unshifted.
+  void rebase(std::int64_t origin) {
+    for (auto& p : pixel) p -= origin;
+  }
+
   // Lowest and highest pixel that cells [n_first, n_last] overlap ({0, -1}
   // when none does).
   std::pair<std::int64_t, std::int64_t> pixel_range(std::int64_t n_first,
@@ -286,9 +292,9 @@ AxisSpread axis_spread(const std::vector<double>& edges, double origin, double w
 }
 
 // Adds `value * ou * ov` (and `ou * ov` to `area` when given) to every pixel
-// the footprint of cell (un, vn) overlaps.
+// the footprint of cell (un, vn) overlaps; image rows are `pitch` apart.
 inline void spread_cell(const AxisSpread& us, const AxisSpread& vs, std::int64_t un,
-                        std::int64_t vn, double value, std::int64_t nu, double* sum,
+                        std::int64_t vn, double value, std::int64_t pitch, double* sum,
                         double* area) {
   const std::size_t u0 = us.start[static_cast<std::size_t>(un)];
   const std::size_t u1 = us.start[static_cast<std::size_t>(un) + 1];
@@ -296,7 +302,7 @@ inline void spread_cell(const AxisSpread& us, const AxisSpread& vs, std::int64_t
   for (std::size_t b = vs.start[static_cast<std::size_t>(vn)]; b < v1; ++b) {
     const double ov = vs.overlap[b];
     const double t = value * ov;
-    const std::size_t row = static_cast<std::size_t>(vs.pixel[b] * nu);
+    const std::size_t row = static_cast<std::size_t>(vs.pixel[b] * pitch);
     double* srow = sum + row;
     if (area != nullptr) {
       double* arow = area + row;
@@ -326,9 +332,9 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   const auto& p = ctx.param<UniformSliceCellParams>();
   const int axis = ks::require_axis(kName, p.axis);
   const ks::ImageGrid g = ks::make_image_grid(kName, p.rect, p.resolution);
-  double* sum = ks::f64_image_output(ctx, kName, 0, g);
-  double* area = ks::f64_image_output(ctx, kName, 1, g);
-  // Both outputs get the footprint of the cells spread (empty: all zero).
+  ks::f64_image_output(ctx, kName, 0, g);
+  ks::f64_image_output(ctx, kName, 1, g);
+  // Nothing to spread: both outputs stay all zero.
   const auto publish = [&](const ks::PixelFootprint& footprint) {
     footprint.publish(ctx, kName, 0);
     footprint.publish(ctx, kName, 1);
@@ -348,8 +354,8 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   const math::PlaneAxes axes = math::plane_axes(axis);
   const int ua = axes.u;
   const int va = axes.v;
-  const AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
-  const AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
+  AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
+  AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
   if (us.first > us.last || vs.first > vs.last) {
     publish({});
     return;
@@ -365,9 +371,9 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   const AxisSpread& os = outer == ua ? us : vs;
   const AxisSpread& is = inner == ua ? us : vs;
 
-  // First the uncovered cells' range, so the footprint's pages are
-  // prefaulted in one go (cells finer levels cover add nothing); then the
-  // spread itself.
+  // First the uncovered cells' range (cells finer levels cover add nothing):
+  // its footprint is all the outputs store (compact images); then the spread
+  // itself.
   CellRange spread;
   ks::for_each_line(plane_box, order, ctx.covered,
                     [&](std::int64_t, std::int64_t o, const std::uint8_t* covered) {
@@ -382,9 +388,13 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
                       spread.add(inner == ua ? t_first : o, inner == ua ? o : t_first);
                       spread.add(inner == ua ? t_last : o, inner == ua ? o : t_last);
                     });
-  const ks::PixelFootprint footprint = spread.footprint(us, vs);
-  footprint.prefault(ctx, kName, 0);
-  footprint.prefault(ctx, kName, 1);
+  const NonzeroRect rect = spread.footprint(us, vs).rect();
+  double* sum = ks::compact_image_output(ctx, kName, 0, rect);
+  double* area = ks::compact_image_output(ctx, kName, 1, rect);
+  if (rect.empty()) return;
+  us.rebase(static_cast<std::int64_t>(rect.col_begin));
+  vs.rebase(static_cast<std::int64_t>(rect.row_begin));
+  const auto pitch = static_cast<std::int64_t>(rect.col_end - rect.col_begin);
   visit_real(in, in.rank(), [&](auto grid) {
     const std::int64_t si = grid.s[inner];
     ks::for_each_line(plane_box, order, ctx.covered,
@@ -397,11 +407,10 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
                           const auto value = static_cast<double>(line[t * si]);
                           const std::int64_t un = inner == ua ? t : o;
                           const std::int64_t vn = inner == ua ? o : t;
-                          spread_cell(us, vs, un, vn, value, g.nu, sum, area);
+                          spread_cell(us, vs, un, vn, value, pitch, sum, area);
                         }
                       });
   });
-  publish(footprint);
 }
 
 // Sum of line[n * stride] * w[n] over n in [n0, n1], in four interleaved
@@ -449,7 +458,7 @@ void uniform_projection_accumulate(KernelContext& ctx) {
   if (!std::isfinite(amin) || !std::isfinite(amax) || !(amax > amin)) {
     fail_kernel_params(kName, "axis_bounds must be finite with hi > lo");
   }
-  double* image = ks::f64_image_output(ctx, kName, 0, g);
+  ks::f64_image_output(ctx, kName, 0, g);
   const LevelGeom& geom = level_geom(ctx, kName);
   const IndexBox& box = ctx.block_box();
   const Buffer& in = ks::input_at(ctx, kName, 0);
@@ -458,8 +467,8 @@ void uniform_projection_accumulate(KernelContext& ctx) {
   const math::PlaneAxes axes = math::plane_axes(axis);
   const int ua = axes.u;
   const int va = axes.v;
-  const AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
-  const AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
+  AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
+  AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
   if (us.first > us.last || vs.first > vs.last) {
     ks::PixelFootprint().publish(ctx, kName, 0);  // nothing spread: all zero
     return;
@@ -561,15 +570,19 @@ void uniform_projection_accumulate(KernelContext& ctx) {
       if (hit[static_cast<std::size_t>(un * cu + vn * cv)] != 0) spread.add(un, vn);
     }
   }
-  const ks::PixelFootprint footprint = spread.footprint(us, vs);
-  footprint.prefault(ctx, kName, 0);
+  // The output stores only the footprint of the columns spread.
+  const NonzeroRect rect = spread.footprint(us, vs).rect();
+  double* image = ks::compact_image_output(ctx, kName, 0, rect);
+  if (rect.empty()) return;
+  us.rebase(static_cast<std::int64_t>(rect.col_begin));
+  vs.rebase(static_cast<std::int64_t>(rect.row_begin));
+  const auto pitch = static_cast<std::int64_t>(rect.col_end - rect.col_begin);
   for (std::int64_t vn = spread.v_first; vn <= spread.v_last; ++vn) {
     for (std::int64_t un = spread.u_first; un <= spread.u_last; ++un) {
       const std::size_t c = static_cast<std::size_t>(un * cu + vn * cv);
-      if (hit[c] != 0) spread_cell(us, vs, un, vn, column[c], g.nu, image, nullptr);
+      if (hit[c] != 0) spread_cell(us, vs, un, vn, column[c], pitch, image, nullptr);
     }
   }
-  footprint.publish(ctx, kName, 0);
 }
 
 // OP-USLICE-1.

@@ -49,9 +49,9 @@ NonzeroRect nonzero_part(const Buffer& b) {
 }
 
 // Sum of rank-2 row-major images that carry nonzero-rectangle hints; only each
-// input's rectangle is read and only the union's rows of the output are
-// written, so lazily zero output pages elsewhere stay untouched. Bit for bit
-// the result of sum_identical: that adds every input in order to an
+// input's rectangle is read (from its stored rows when it is a compact image)
+// and the output becomes a compact image of the rectangles' union. Bit for
+// bit the result of sum_identical: that adds every input in order to an
 // accumulator starting at +0.0, and the terms skipped here are the exact zeros
 // outside an input's rectangle. Adding a zero never changes an accumulator
 // that started at +0.0 (it cannot become -0.0), and elements outside every
@@ -59,52 +59,91 @@ NonzeroRect nonzero_part(const Buffer& b) {
 // in place into the output, which plays the accumulator; f32 keeps a float64
 // accumulator per row and rounds once, like the dense sum.
 template <class T>
-void sum_images(std::span<const ConstBufferPtr> inputs, Buffer& out) {
-  const Descriptor& d = out.descriptor();
-  const std::uint64_t cols = d.extents[1];
+void sum_images(const KernelContext& ctx, std::string_view kernel) {
+  const std::span<const ConstBufferPtr> inputs = ctx.inputs;
+  const std::uint64_t cols = ks::output_at(ctx, kernel, 0).descriptor().extents[1];
   std::vector<NonzeroRect> rects;
+  std::vector<const T*> firsts;  // element (rect.row_begin, rect.col_begin)
+  std::vector<std::uint64_t> pitches;
   rects.reserve(inputs.size());
   ks::PixelFootprint all;
   for (const auto& in : inputs) {
-    const NonzeroRect r = nonzero_part(*in);
+    const NonzeroRect r = in->is_compact() ? in->compact_rect() : nonzero_part(*in);
     rects.push_back(r);
-    if (r.empty()) continue;
+    if (r.empty()) {
+      firsts.push_back(nullptr);
+      pitches.push_back(0);
+      continue;
+    }
+    if (in->is_compact()) {
+      firsts.push_back(reinterpret_cast<const T*>(in->rect_row(r.row_begin)));
+      pitches.push_back(r.col_end - r.col_begin);
+    } else {
+      firsts.push_back(reinterpret_cast<const T*>(in->data()) + r.row_begin * cols + r.col_begin);
+      pitches.push_back(cols);
+    }
     all.add(static_cast<std::int64_t>(r.row_begin), static_cast<std::int64_t>(r.row_end) - 1,
             static_cast<std::int64_t>(r.col_begin), static_cast<std::int64_t>(r.col_end) - 1);
   }
   const NonzeroRect u = all.rect();
-  const bool zero = out.known_zero();
-  T* dst = reinterpret_cast<T*>(out.mutable_data());
-  if (!zero) std::fill_n(dst, d.element_count(), T{0});
+  const auto area = [](const NonzeroRect& r) {
+    return r.empty() ? std::uint64_t{0} : (r.row_end - r.row_begin) * (r.col_end - r.col_begin);
+  };
+  std::uint64_t covered = 0;
+  for (const NonzeroRect& r : rects) covered += area(r);
+  // A union mostly made of gaps between the inputs (blocks far apart) stays
+  // in the lazily zeroed full-size output, where the gaps cost nothing;
+  // otherwise the output stores just the union.
+  T* dst = nullptr;
+  std::uint64_t pitch = 0;
+  if (area(u) > 2 * covered) {
+    Buffer& out = ks::output_at(ctx, kernel, 0);
+    const bool zero = out.known_zero();
+    T* base = reinterpret_cast<T*>(out.mutable_data());
+    if (!zero) std::fill_n(base, out.descriptor().element_count(), T{0});
+    out.set_nonzero_rect(u);
+    dst = base + u.row_begin * cols + u.col_begin;
+    pitch = cols;
+  } else {
+    BufferPtr img = Buffer::allocate_compact_image(ks::output_at(ctx, kernel, 0).descriptor(), u);
+    if (!u.empty()) dst = reinterpret_cast<T*>(img->mutable_rect_row(u.row_begin));
+    ctx.outputs[0] = std::move(img);
+    pitch = u.col_end - u.col_begin;
+  }
+  if (u.empty()) return;
+  const std::uint64_t width = u.col_end - u.col_begin;
+  // Output element (row, c) of the union.
+  const auto out_at = [&](std::uint64_t row, std::uint64_t c) {
+    return dst + (row - u.row_begin) * pitch + (c - u.col_begin);
+  };
   if constexpr (std::is_same_v<T, double>) {
     for (std::size_t i = 0; i < inputs.size(); ++i) {
       const NonzeroRect& r = rects[i];
       if (r.empty()) continue;
-      const T* src = reinterpret_cast<const T*>(inputs[i]->data());
+      const std::uint64_t n = r.col_end - r.col_begin;
       for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
-        const T* s = src + row * cols;
-        T* o = dst + row * cols;
-        for (std::uint64_t c = r.col_begin; c < r.col_end; ++c)
-          o[c] += s[c];
+        const T* src = firsts[i] + (row - r.row_begin) * pitches[i];
+        T* o = out_at(row, r.col_begin);
+        for (std::uint64_t c = 0; c < n; ++c)
+          o[c] += src[c];
       }
     }
   } else {
-    std::vector<double> acc(static_cast<std::size_t>(u.col_end - u.col_begin));
+    std::vector<double> acc(static_cast<std::size_t>(width));
     for (std::uint64_t row = u.row_begin; row < u.row_end; ++row) {
       std::fill(acc.begin(), acc.end(), 0.0);
       for (std::size_t i = 0; i < inputs.size(); ++i) {
         const NonzeroRect& r = rects[i];
         if (r.empty() || row < r.row_begin || row >= r.row_end) continue;
-        const T* s = reinterpret_cast<const T*>(inputs[i]->data()) + row * cols;
+        const T* src = firsts[i] + (row - r.row_begin) * pitches[i];
         for (std::uint64_t c = r.col_begin; c < r.col_end; ++c)
-          acc[c - u.col_begin] += static_cast<double>(s[c]);
+          acc[c - u.col_begin] += static_cast<double>(src[c - r.col_begin]);
       }
-      T* o = dst + row * cols;
-      for (std::uint64_t c = u.col_begin; c < u.col_end; ++c)
-        o[c] = static_cast<T>(acc[c - u.col_begin]);
+      T* o = out_at(row, u.col_begin);
+      for (std::uint64_t c = 0; c < width; ++c)
+        o[c] = static_cast<T>(acc[c]);
     }
   }
-  out.set_nonzero_rect(u);
 }
 
 // OP-RED-1 / OP-RED-2.
@@ -134,9 +173,9 @@ void sum_reduce(const KernelContext& ctx, std::string_view kernel, std::size_t m
                   [](const ConstBufferPtr& in) { return in->nonzero_rect().has_value(); });
   if (hinted && out.rank() == 2 && out.descriptor().is_c_contiguous()) {
     if (out.scalar() == ScalarType::f64) {
-      sum_images<double>(ctx.inputs, out);
+      sum_images<double>(ctx, kernel);
     } else {
-      sum_images<float>(ctx.inputs, out);
+      sum_images<float>(ctx, kernel);
     }
     return;
   }

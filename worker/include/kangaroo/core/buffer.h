@@ -8,9 +8,11 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -145,6 +147,16 @@ class Buffer {
  public:
   // Dense C-order (last axis fastest) numeric or opaque buffer.
   static BufferPtr allocate(const Descriptor& desc, InitPolicy init);
+  // Compact image: a rank-2 C-order numeric buffer whose storage holds only
+  // the rows and columns of `rect`, zero-initialised; every element outside
+  // `rect` is zero for good, so `rect` is also its nonzero-rectangle hint.
+  // A kernel that knows its footprint writes through mutable_rect_row and
+  // a reduction reads through rect_row, and neither touches the pages of a
+  // full-size image. Any dense access (data(), bytes(), views, storage())
+  // first expands the buffer into full dense storage, once and thread-safe,
+  // so every other consumer sees an ordinary buffer. Memory accounting
+  // (allocated_bytes) stays at the full size.
+  static BufferPtr allocate_compact_image(const Descriptor& desc, const NonzeroRect& rect);
   // Rank-1 dynamic buffer with capacity `capacity` elements (BUF-6).
   static BufferPtr allocate_dynamic(ScalarType scalar, std::uint64_t capacity, InitPolicy init);
   // Wraps existing storage; validates the descriptor against `byte_count`.
@@ -188,11 +200,18 @@ class Buffer {
   // Storage::expect_sparse_writes for a fresh zero buffer of which a kernel
   // will write only a small part; none once the buffer has been written.
   void expect_sparse_writes();
-  // Hint that a kernel is about to write inside `rect` of a fresh rank-2
-  // zero buffer: the pages under the rectangle's rows are made resident in
-  // one call instead of one page fault each. No effect on what the buffer
-  // holds; ignored where the system cannot do it.
-  void prefault_rect(const NonzeroRect& rect);
+
+  // True for a compact image that has not been expanded.
+  bool is_compact() const;
+  // The rectangle a compact image stores (its rows x columns).
+  const NonzeroRect& compact_rect() const { return compact_rect_; }
+  // Element (row, compact_rect().col_begin) of a compact image; `row` must lie
+  // in compact_rect()'s rows. Pointers stay valid for the buffer's lifetime,
+  // expansion included.
+  const std::byte* rect_row(std::uint64_t row) const;
+  // Same for the kernel writing the image; keeps the nonzero hint (writes
+  // cannot leave the rectangle). Fails once the buffer has been expanded.
+  std::byte* mutable_rect_row(std::uint64_t row);
 
   std::span<const std::byte> bytes() const;
   std::byte* mutable_data();
@@ -226,7 +245,10 @@ class Buffer {
   // Logical element at linear C-order index `p` converted to double (numeric only).
   double element_as_double(std::uint64_t p) const;
 
-  const std::shared_ptr<Storage>& storage() const { return storage_; }
+  const std::shared_ptr<Storage>& storage() const {
+    expand();
+    return storage_;
+  }
 
  private:
   Buffer() = default;
@@ -235,8 +257,14 @@ class Buffer {
     nonzero_rect_.reset();
   }
   void check_view(ScalarType expected, int expected_rank) const;
+  // Dense storage for a compact image (no-op otherwise).
+  void expand() const {
+    if (compact_storage_ && !expanded_.load(std::memory_order_acquire)) expand_slow();
+  }
+  void expand_slow() const;
   template <class T>
   GridView<T> make_view() const {
+    expand();
     GridView<T> v;
     v.base = reinterpret_cast<T*>(storage_->data() + offset_);
     const auto w = static_cast<std::int64_t>(desc_.width());
@@ -248,7 +276,14 @@ class Buffer {
   }
 
   Descriptor desc_;
-  std::shared_ptr<Storage> storage_;
+  // Null for a compact image until it is expanded.
+  mutable std::shared_ptr<Storage> storage_;
+  // Compact images: the rectangle's rows x columns, kept after expansion
+  // (readers may still hold row pointers into it).
+  std::shared_ptr<Storage> compact_storage_;
+  NonzeroRect compact_rect_;
+  mutable std::atomic<bool> expanded_{false};
+  mutable std::mutex expand_mu_;
   std::uint64_t offset_ = 0;
   std::uint64_t allocated_bytes_ = 0;
   std::uint64_t capacity_ = 0;
