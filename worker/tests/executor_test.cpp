@@ -12,14 +12,14 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <span>
-#include <variant>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 #include <tuple>
+#include <variant>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -161,6 +161,25 @@ void seq_kernel(KernelContext& ctx) {
 void throw_kernel(KernelContext& ctx) {
   record(ctx);
   fail(ErrorKind::kernel, "deliberate failure '" + std::string(ctx.kernel) + "' at block " + std::to_string(ctx.block));
+}
+
+// Output 0 (Fixed {16}) = 2 * part, each part written by ctx.for_parts on
+// whatever thread runs it; part 5 throws when the block is 1.
+std::mutex g_parts_mu;
+std::set<std::thread::id> g_part_threads;
+void parts_kernel(KernelContext& ctx) {
+  record(ctx);
+  double* out = ctx.outputs[0]->elements<double>();
+  const std::int32_t block = ctx.block;
+  ctx.for_parts(16, [&](std::size_t part) {
+    {
+      std::lock_guard lk(g_parts_mu);
+      g_part_threads.insert(std::this_thread::get_id());
+    }
+    if (block == 1 && part == 5) fail(ErrorKind::kernel, "part 5 of block 1 failed");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // long enough for idle threads to join in
+    out[part] = 2.0 * static_cast<double>(part);
+  });
 }
 
 void throw_std_kernel(KernelContext& ctx) {
@@ -327,6 +346,7 @@ class ExecutorTest : public ::testing::Test {
     h.add("sum", sum_kernel);
     h.add("throw", throw_kernel);
     h.add("throw_std", throw_std_kernel);
+    h.add("parts", parts_kernel);
     h.add("dyn_commit", dyn_commit_kernel);
     h.add("dyn_nocommit", dyn_nocommit_kernel);
     h.add("resize", resize_kernel);
@@ -874,6 +894,36 @@ TEST_F(ExecutorTest, FailedRunOutputsAreNotRetrievable) {
   EXPECT_EQ(called_blocks("fill"), (std::vector<std::int32_t>{0, 1}));
   for (std::int32_t b = 0; b < 2; ++b) {
     EXPECT_THROW((void)h.session->retrieve(cid(0, 0, 10, 0, b)), Error) << "block " << b;
+  }
+}
+
+TEST_F(ExecutorTest, KernelsShareLargeTasksWithIdleThreads) {
+  // One task on three threads: its parts run on the idle ones too, and the
+  // output is complete; a part's failure fails the task with its message.
+  const RunMeta meta = line_meta(2);
+  {
+    std::lock_guard lk(g_parts_mu);
+    g_part_threads.clear();
+  }
+  h.run(plan_of({stage("s", Plane::chunk,
+                       {chunk_template("t", "parts", domain(0, 0, std::vector<std::int32_t>{0}), {},
+                                       {output(10, fixed_spec({16}))})})}),
+        meta, threads_opt(3));
+  std::vector<double> want(16);
+  for (std::size_t p = 0; p < 16; ++p) want[p] = 2.0 * static_cast<double>(p);
+  EXPECT_EQ(h.values(cid(0, 0, 10, 0, 0)), want);
+  {
+    std::lock_guard lk(g_parts_mu);
+    EXPECT_GE(g_part_threads.size(), 2u);
+  }
+  try {
+    h.run(plan_of({stage("s", Plane::chunk,
+                         {chunk_template("t", "parts", domain(0, 0, std::vector<std::int32_t>{1}), {},
+                                         {output(11, fixed_spec({16}))})})}),
+          meta, threads_opt(3));
+    ADD_FAILURE() << "the failing part did not fail the run";
+  } catch (const Error& e) {
+    EXPECT_TRUE(has(e.what(), "part 5 of block 1 failed")) << e.what();
   }
 }
 

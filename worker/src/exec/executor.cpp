@@ -4,6 +4,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -113,7 +115,7 @@ std::string where(const Plan& plan, int s, int t) {
 
 }  // namespace
 
-struct Executor::Impl {
+struct Executor::Impl final : TaskHelpers {
   const PreparedPlan& prepared;
   const Plan& plan;
   const RunMeta& meta;
@@ -123,6 +125,17 @@ struct Executor::Impl {
 
   std::mutex mu;
   std::condition_variable cv;
+
+  // Parts of one task's work offered to idle threads (TaskHelpers), under mu.
+  struct HelpJob {
+    const std::function<void(std::size_t)>* fn = nullptr;
+    std::size_t parts = 0;
+    std::size_t next = 0;  // first part nobody has taken
+    std::size_t done = 0;
+    std::exception_ptr error;
+  };
+  std::deque<HelpJob*> help;
+  std::condition_variable help_cv;  // a part of some job finished
 
   struct StageState {
     std::int32_t remaining_after = 0;
@@ -160,6 +173,7 @@ struct Executor::Impl {
   std::size_t waiting = 0;
   std::uint64_t reserved = 0;  // bytes admitted for running tasks
   std::size_t idle_workers = 0;
+  int threads = 1;  // executor threads of this run
   std::size_t stages_done = 0;
   std::uint64_t live_task_bytes = 0;
   std::exception_ptr first_error;
@@ -1305,6 +1319,7 @@ struct Executor::Impl {
       ctx.dataset = dataset;
       ctx.extra_ids = std::span<const ChunkId>(t->read_ids).subspan(t->n_base);
       ctx.extra_chunks = std::span<const ConstBufferPtr>(t->reads).subspan(t->n_base);
+      ctx.helpers = this;
       const double k0 = ins.task_seconds != nullptr ? clock_now() : 0.0;
       info.entry->fn(ctx);
       for (std::size_t o = 0; o < tm.outputs.size(); ++o) finalize_output(tm, allocated[o], t->outputs[o]);
@@ -1330,9 +1345,51 @@ struct Executor::Impl {
     }
   }
 
+  // Runs one part of a job (mu held on entry and exit).
+  void run_part(std::unique_lock<std::mutex>& lk, HelpJob& job) {
+    const std::size_t part = job.next++;
+    if (job.next == job.parts) help.erase(std::find(help.begin(), help.end(), &job));
+    lk.unlock();
+    std::exception_ptr error;
+    try {
+      (*job.fn)(part);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    lk.lock();
+    if (error && !job.error) job.error = error;
+    if (++job.done == job.parts) help_cv.notify_all();
+  }
+
+  void run(std::size_t parts, const std::function<void(std::size_t)>& fn) const override {
+    auto& self = const_cast<Impl&>(*this);  // the executor's own state; the interface is const for kernels
+    // Posted even when no thread is idle yet: one that frees up (or starts)
+    // takes a part before its next task; parts nobody took run here.
+    HelpJob job;
+    job.fn = &fn;
+    job.parts = parts;
+    std::unique_lock lk(self.mu);
+    if (self.threads > 1) {
+      self.help.push_back(&job);
+      if (self.idle_workers > 0) self.cv.notify_all();
+    } else {
+      job.next = parts;  // nobody to help: run every part here
+      lk.unlock();
+      for (std::size_t p = 0; p < parts; ++p) fn(p);
+      return;
+    }
+    while (job.next < job.parts) self.run_part(lk, job);
+    self.help_cv.wait(lk, [&] { return job.done == job.parts; });
+    if (job.error) std::rethrow_exception(job.error);
+  }
+
   void worker_loop(int worker) {
     std::unique_lock lk(mu);
     for (;;) {
+      if (!help.empty()) {
+        run_part(lk, *help.front());
+        continue;
+      }
       Task* t = next_task();
       if (t != nullptr) {
         ++running;
@@ -1363,7 +1420,7 @@ struct Executor::Impl {
 
   RunStats run() {
     const auto t0 = std::chrono::steady_clock::now();
-    int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     window = opt.max_active_tasks > 0 ? opt.max_active_tasks : static_cast<std::size_t>(threads);
     window = std::max<std::size_t>(window, 1);
     link = opt.link;

@@ -22,6 +22,8 @@ namespace {
 namespace ks = kernel_support;
 
 constexpr std::size_t kStagingElements = 4096;
+// Elements of an image per part offered to idle threads (TaskHelpers).
+constexpr std::uint64_t kElementsPerPart = 128 * 1024;
 
 // Descriptors are identical and dense (BUF-2), so element e of the physical
 // storage is the same logical element in every buffer. Sums accumulate in
@@ -116,34 +118,43 @@ void sum_images(const KernelContext& ctx, std::string_view kernel) {
   const auto out_at = [&](std::uint64_t row, std::uint64_t c) {
     return dst + (row - u.row_begin) * pitch + (c - u.col_begin);
   };
-  if constexpr (std::is_same_v<T, double>) {
-    for (std::size_t i = 0; i < inputs.size(); ++i) {
-      const NonzeroRect& r = rects[i];
-      if (r.empty()) continue;
-      const std::uint64_t n = r.col_end - r.col_begin;
-      for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
-        const T* src = firsts[i] + (row - r.row_begin) * pitches[i];
-        T* o = out_at(row, r.col_begin);
-        for (std::uint64_t c = 0; c < n; ++c)
-          o[c] += src[c];
-      }
-    }
-  } else {
-    std::vector<double> acc(static_cast<std::size_t>(width));
-    for (std::uint64_t row = u.row_begin; row < u.row_end; ++row) {
-      std::fill(acc.begin(), acc.end(), 0.0);
+  // Large unions are split into bands of rows for idle threads; every
+  // element still adds its inputs in input order.
+  const std::uint64_t rows = u.row_end - u.row_begin;
+  const std::size_t parts = static_cast<std::size_t>(
+      std::clamp<std::uint64_t>(rows * width / kElementsPerPart, 1, std::min<std::uint64_t>(rows, 8)));
+  ctx.for_parts(parts, [&](std::size_t part) {
+    const std::uint64_t b0 = u.row_begin + rows * part / parts;
+    const std::uint64_t b1 = u.row_begin + rows * (part + 1) / parts;
+    if constexpr (std::is_same_v<T, double>) {
       for (std::size_t i = 0; i < inputs.size(); ++i) {
         const NonzeroRect& r = rects[i];
-        if (r.empty() || row < r.row_begin || row >= r.row_end) continue;
-        const T* src = firsts[i] + (row - r.row_begin) * pitches[i];
-        for (std::uint64_t c = r.col_begin; c < r.col_end; ++c)
-          acc[c - u.col_begin] += static_cast<double>(src[c - r.col_begin]);
+        if (r.empty()) continue;
+        const std::uint64_t n = r.col_end - r.col_begin;
+        for (std::uint64_t row = std::max(b0, r.row_begin); row < std::min(b1, r.row_end); ++row) {
+          const T* src = firsts[i] + (row - r.row_begin) * pitches[i];
+          T* o = out_at(row, r.col_begin);
+          for (std::uint64_t c = 0; c < n; ++c)
+            o[c] += src[c];
+        }
       }
-      T* o = out_at(row, u.col_begin);
-      for (std::uint64_t c = 0; c < width; ++c)
-        o[c] = static_cast<T>(acc[c]);
+    } else {
+      std::vector<double> acc(static_cast<std::size_t>(width));
+      for (std::uint64_t row = b0; row < b1; ++row) {
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (std::size_t i = 0; i < inputs.size(); ++i) {
+          const NonzeroRect& r = rects[i];
+          if (r.empty() || row < r.row_begin || row >= r.row_end) continue;
+          const T* src = firsts[i] + (row - r.row_begin) * pitches[i];
+          for (std::uint64_t c = r.col_begin; c < r.col_end; ++c)
+            acc[c - u.col_begin] += static_cast<double>(src[c - r.col_begin]);
+        }
+        T* o = out_at(row, u.col_begin);
+        for (std::uint64_t c = 0; c < width; ++c)
+          o[c] = static_cast<T>(acc[c]);
+      }
     }
-  }
+  });
 }
 
 // OP-RED-1 / OP-RED-2.
@@ -222,23 +233,48 @@ void uniform_slice_finalize(KernelContext& ctx) {
     }
   }
   const bool slice = ctx.inputs.size() == 2;
-  std::vector<double> sum(kStagingElements);
-  std::vector<double> area(slice ? kStagingElements : 0);
-  for (std::uint64_t start = 0; start < n; start += kStagingElements) {
-    const auto m = static_cast<std::size_t>(std::min<std::uint64_t>(kStagingElements, n - start));
-    ks::gather_linear(*ctx.inputs[0], start, m, sum.data());
-    if (slice) {
-      ks::gather_linear(*ctx.inputs[1], start, m, area.data());
-      // Area-weighted mean over the sampled part of the pixel; NaN where
-      // nothing was sampled.
-      for (std::size_t e = 0; e < m; ++e) {
-        sum[e] = area[e] == 0.0 ? std::numeric_limits<double>::quiet_NaN() : sum[e] / area[e];
+  // Elements [e0, e1) through staging arrays; `store` writes them out.
+  const auto finalize_range = [&](std::uint64_t e0, std::uint64_t e1, const auto& store) {
+    std::vector<double> sum(kStagingElements);
+    std::vector<double> area(slice ? kStagingElements : 0);
+    for (std::uint64_t start = e0; start < e1; start += kStagingElements) {
+      const auto m = static_cast<std::size_t>(std::min<std::uint64_t>(kStagingElements, e1 - start));
+      ks::gather_linear(*ctx.inputs[0], start, m, sum.data());
+      if (slice) {
+        ks::gather_linear(*ctx.inputs[1], start, m, area.data());
+        // Area-weighted mean over the sampled part of the pixel; NaN where
+        // nothing was sampled.
+        for (std::size_t e = 0; e < m; ++e) {
+          sum[e] = area[e] == 0.0 ? std::numeric_limits<double>::quiet_NaN() : sum[e] / area[e];
+        }
+      } else {
+        for (std::size_t e = 0; e < m; ++e)
+          sum[e] /= p.pixel_area;
       }
-    } else {
-      for (std::size_t e = 0; e < m; ++e)
-        sum[e] /= p.pixel_area;
+      store(start, m, sum.data());
     }
-    ks::scatter_linear(out, start, m, sum.data());
+  };
+  if (!out.descriptor().is_c_contiguous()) {
+    finalize_range(0, n, [&](std::uint64_t start, std::size_t m, const double* v) {
+      ks::scatter_linear(out, start, m, v);
+    });
+    return;
+  }
+  // Row-major output: parts of the element range go to idle threads, each
+  // writing its own elements.
+  const auto store_into = [&](auto* base) {
+    using Out = std::remove_pointer_t<decltype(base)>;
+    const std::size_t parts = static_cast<std::size_t>(std::clamp<std::uint64_t>(n / kElementsPerPart, 1, 8));
+    ctx.for_parts(parts, [&](std::size_t part) {
+      finalize_range(n * part / parts, n * (part + 1) / parts, [&](std::uint64_t start, std::size_t m, const double* v) {
+        for (std::size_t e = 0; e < m; ++e) base[start + e] = static_cast<Out>(v[e]);
+      });
+    });
+  };
+  if (out.scalar() == ScalarType::f64) {
+    store_into(out.elements<double>());
+  } else {
+    store_into(out.elements<float>());
   }
 }
 

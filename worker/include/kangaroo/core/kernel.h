@@ -30,6 +30,18 @@ struct NeighborCollection {
   std::vector<ConstBufferPtr> chunks;
 };
 
+// Idle executor threads a kernel may borrow for one large task. run()
+// calls fn(0) .. fn(parts - 1), some on other threads, and returns when all
+// have finished (rethrowing the first exception). Parts must write disjoint
+// data, so the result does not depend on which thread ran which part.
+class TaskHelpers {
+ public:
+  virtual void run(std::size_t parts, const std::function<void(std::size_t part)>& fn) const = 0;
+
+ protected:
+  ~TaskHelpers() = default;
+};
+
 struct KernelContext {
   std::string_view kernel;
   const RunMeta* runmeta = nullptr;
@@ -49,6 +61,18 @@ struct KernelContext {
   // resolved by the executor before the kernel runs, in the order requested.
   std::span<const ChunkId> extra_ids;
   std::span<const ConstBufferPtr> extra_chunks;
+  // Null: the kernel runs alone on its thread.
+  const TaskHelpers* helpers = nullptr;
+
+  // fn(part) for parts 0 .. parts - 1, on idle executor threads where there
+  // are any.
+  void for_parts(std::size_t parts, const std::function<void(std::size_t part)>& fn) const {
+    if (helpers != nullptr && parts > 1) {
+      helpers->run(parts, fn);
+      return;
+    }
+    for (std::size_t p = 0; p < parts; ++p) fn(p);
+  }
 
   template <class P>
   const P& param() const {
