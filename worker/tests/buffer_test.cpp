@@ -3,11 +3,13 @@
 
 #include <thread>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <random>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -263,6 +265,42 @@ TEST(Buffer, CompactImagesStoreTheirRectangleAndExpandOnDenseAccess) {
   BufferPtr e = Buffer::allocate_compact_image(d, {});
   EXPECT_TRUE(e->nonzero_rect()->empty());
   EXPECT_EQ(std::as_const(*e).view<double>(2)(4, 6, 0), 0.0);
+}
+
+TEST(Buffer, SmallCompactImagesNeverOverlapAndStartZeroed) {
+  // Compact images of up to 1 MiB share chunks that are recycled once all
+  // their images are gone: every new image reads as zero, and no image's
+  // values change while others are written and freed around it.
+  std::mt19937_64 rng(5);
+  struct Live {
+    BufferPtr b;
+    double value;
+  };
+  std::vector<Live> live;
+  const auto holds = [](const Buffer& b, double v) {
+    const NonzeroRect& r = b.compact_rect();
+    for (std::uint64_t row = r.row_begin; row < r.row_end; ++row) {
+      const auto* p = reinterpret_cast<const double*>(b.rect_row(row));
+      for (std::uint64_t c = 0; c < r.col_end - r.col_begin; ++c) {
+        if (p[c] != v) return false;
+      }
+    }
+    return true;
+  };
+  for (int i = 0; i < 400; ++i) {
+    const std::uint64_t rows = 1 + rng() % 200, cols = 1 + rng() % 600;
+    BufferPtr b = Buffer::allocate_compact_image(Descriptor::c_order(ScalarType::f64, ext({rows + 5, cols + 5})),
+                                                 {2, 2 + rows, 3, 3 + cols});
+    ASSERT_TRUE(holds(*b, 0.0)) << "image " << i << " does not start zeroed";
+    const double v = 1.0 + i;
+    for (std::uint64_t row = 2; row < 2 + rows; ++row) {
+      auto* p = reinterpret_cast<double*>(b->mutable_rect_row(row));
+      std::fill_n(p, cols, v);
+    }
+    live.push_back({b, v});
+    while (live.size() > 12 || (!live.empty() && rng() % 3 == 0)) live.erase(live.begin() + static_cast<std::ptrdiff_t>(rng() % live.size()));
+    for (const Live& l : live) ASSERT_TRUE(holds(*l.b, l.value)) << "an image changed after image " << i;
+  }
 }
 
 TEST(Buffer, CompactImagesExpandOnceUnderConcurrentReaders) {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <new>
 #include <numeric>
 #include <string_view>
 #include <type_traits>
@@ -246,6 +247,85 @@ void* map_zeroed(std::size_t size) {
   fail(ErrorKind::buffer, "host allocation of " + std::to_string(size) + " bytes failed");
 }
 
+// Zeroed blocks of up to half a huge page carved from huge-page chunks
+// (compact images: many blocks of a few hundred KiB, written whole). Pages
+// the process has not touched before are expensive on virtual machines, and
+// far more so as small pages than as huge pages; a chunk whose blocks have
+// all been freed is zeroed and kept for reuse (a few at most), so later
+// images land on memory that is already resident.
+class ChunkArena {
+ public:
+  static constexpr std::size_t kChunk = kHugePageBytes;
+  static constexpr std::size_t kMaxBlock = kChunk / 2;
+  static constexpr std::size_t kHeader = 64;  // chunk bookkeeping lives in its first bytes
+  static constexpr std::size_t kSpareChunks = 8;
+
+  std::byte* allocate(std::size_t size) {
+    const std::size_t need = (std::max<std::size_t>(size, 1) + 63) & ~std::size_t{63};
+    std::lock_guard lock(mu_);
+    if (current_ == nullptr || header(current_).used + need > kChunk) {
+      if (current_ != nullptr) {
+        std::byte* old = current_;
+        current_ = nullptr;
+        if (header(old).live == 0) retire(old);
+      }
+      current_ = take_chunk();
+      if (current_ == nullptr) return nullptr;
+    }
+    Header& h = header(current_);
+    std::byte* p = current_ + h.used;
+    h.used += need;
+    ++h.live;
+    return p;
+  }
+
+  void release(std::byte* p) {
+    std::byte* chunk = reinterpret_cast<std::byte*>(reinterpret_cast<std::uintptr_t>(p) & ~(std::uintptr_t{kChunk} - 1));
+    std::lock_guard lock(mu_);
+    if (--header(chunk).live == 0 && chunk != current_) retire(chunk);
+  }
+
+ private:
+  struct Header {
+    std::size_t used = kHeader;  // bytes handed out, header included
+    std::size_t live = 0;        // blocks not yet released
+  };
+  static Header& header(std::byte* chunk) { return *reinterpret_cast<Header*>(chunk); }
+
+  std::byte* take_chunk() {
+    if (!spare_.empty()) {
+      std::byte* c = spare_.back();
+      spare_.pop_back();
+      return c;
+    }
+    void* c = map_zeroed(kChunk);
+    if (c == nullptr) return nullptr;
+    new (c) Header();
+    return static_cast<std::byte*>(c);
+  }
+  void retire(std::byte* chunk) {
+    if (spare_.size() >= kSpareChunks) {
+      ::munmap(chunk, kChunk);
+      return;
+    }
+    Header& h = header(chunk);
+    std::memset(chunk + kHeader, 0, h.used - kHeader);
+    h.used = kHeader;
+    spare_.push_back(chunk);
+  }
+
+  std::mutex mu_;
+  std::byte* current_ = nullptr;
+  std::vector<std::byte*> spare_;
+};
+
+ChunkArena& chunk_arena() {
+  static ChunkArena* arena = new ChunkArena();  // lives for the process: blocks may be freed during static destruction
+  return *arena;
+}
+
+void release_to_arena(std::byte* p, std::size_t) { chunk_arena().release(p); }
+
 // Free lists of host blocks by exact size, for storage that is allocated and
 // dropped over and over at the same sizes (received chunks). Reused blocks
 // are already resident, so they skip the first-touch page faults of a fresh
@@ -302,7 +382,21 @@ std::shared_ptr<Storage> Storage::allocate_pooled(std::size_t size) {
   return std::make_shared<Storage>(p, size, MemoryLocation::host, &pooled_free);
 }
 
-std::shared_ptr<Storage> Storage::allocate_host(std::size_t size, InitPolicy init) {
+// Address-sanitizer builds keep every block on the C heap, where overruns
+// are caught; chunk blocks have no red zones between them.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kChunkArena = false;
+#else
+constexpr bool kChunkArena = true;
+#endif
+
+std::shared_ptr<Storage> Storage::allocate_host(std::size_t size, InitPolicy init, bool written_whole) {
+  if (kChunkArena && written_whole && init == InitPolicy::zero && size > 0 && size <= ChunkArena::kMaxBlock &&
+      huge_pages_enabled()) {
+    if (std::byte* p = chunk_arena().allocate(size)) {
+      return std::make_shared<Storage>(p, size, MemoryLocation::host, &release_to_arena);
+    }
+  }
   if (init == InitPolicy::zero && size >= kLazyZeroBytes) {
     void* p = map_zeroed(size);
     if (p == nullptr) fail_allocation(size);
@@ -398,7 +492,7 @@ BufferPtr Buffer::allocate_compact_image(const Descriptor& desc, const NonzeroRe
       checked_mul(checked_mul(b->compact_rect_.row_end - b->compact_rect_.row_begin,
                               b->compact_rect_.col_end - b->compact_rect_.col_begin),
                   desc.width());
-  b->compact_storage_ = Storage::allocate_host(static_cast<std::size_t>(stored), InitPolicy::zero);
+  b->compact_storage_ = Storage::allocate_host(static_cast<std::size_t>(stored), InitPolicy::zero, true);
   b->allocated_bytes_ = bytes;
   b->known_zero_ = true;
   return b;

@@ -85,7 +85,10 @@ class Storage {
   Storage& operator=(const Storage&) = delete;
   ~Storage();
 
-  static std::shared_ptr<Storage> allocate_host(std::size_t size, InitPolicy init);
+  // `written_whole`: the caller will write (nearly) every byte, as a compact
+  // image does; small zeroed blocks then come from huge-page chunks shared
+  // with other such blocks and recycled when all of them are freed.
+  static std::shared_ptr<Storage> allocate_host(std::size_t size, InitPolicy init, bool written_whole = false);
   // Uninitialised host block from a bounded per-size free list (blocks come
   // back to it when the storage is dropped); for buffers allocated again and
   // again at the same sizes, such as received chunks. KANGAROO_POOL_BYTES caps
