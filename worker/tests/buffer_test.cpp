@@ -267,11 +267,8 @@ TEST(Buffer, CompactImagesStoreTheirRectangleAndExpandOnDenseAccess) {
   EXPECT_EQ(std::as_const(*e).view<double>(2)(4, 6, 0), 0.0);
 }
 
-TEST(Buffer, SmallCompactImagesNeverOverlapAndStartZeroed) {
-  // Compact images of up to 1 MiB share chunks that are recycled once all
-  // their images are gone: every new image reads as zero, and no image's
-  // values change while others are written and freed around it.
-  std::mt19937_64 rng(5);
+void check_recycled_compact_images(std::uint64_t max_rows, std::size_t keep) {
+  std::mt19937_64 rng(5 + max_rows);
   struct Live {
     BufferPtr b;
     double value;
@@ -288,7 +285,7 @@ TEST(Buffer, SmallCompactImagesNeverOverlapAndStartZeroed) {
     return true;
   };
   for (int i = 0; i < 400; ++i) {
-    const std::uint64_t rows = 1 + rng() % 200, cols = 1 + rng() % 600;
+    const std::uint64_t rows = 1 + rng() % max_rows, cols = 1 + rng() % 800;
     BufferPtr b = Buffer::allocate_compact_image(Descriptor::c_order(ScalarType::f64, ext({rows + 5, cols + 5})),
                                                  {2, 2 + rows, 3, 3 + cols});
     ASSERT_TRUE(holds(*b, 0.0)) << "image " << i << " does not start zeroed";
@@ -298,8 +295,19 @@ TEST(Buffer, SmallCompactImagesNeverOverlapAndStartZeroed) {
       std::fill_n(p, cols, v);
     }
     live.push_back({b, v});
-    while (live.size() > 12 || (!live.empty() && rng() % 3 == 0)) live.erase(live.begin() + static_cast<std::ptrdiff_t>(rng() % live.size()));
+    while (live.size() > keep || (!live.empty() && rng() % 3 == 0)) live.erase(live.begin() + static_cast<std::ptrdiff_t>(rng() % live.size()));
     for (const Live& l : live) ASSERT_TRUE(holds(*l.b, l.value)) << "an image changed after image " << i;
+  }
+}
+
+TEST(Buffer, RecycledCompactImagesNeverOverlapAndStartZeroed) {
+  // Compact images of up to 1 MiB share chunks that are recycled once all
+  // their images are gone, larger ones reuse freed blocks: every new image
+  // reads as zero, and no image's values change while others are written
+  // and freed around it. Small images first, then a mix up to 3.8 MB.
+  for (const std::uint64_t max_rows : {std::uint64_t{200}, std::uint64_t{600}}) {
+    SCOPED_TRACE(max_rows);
+    check_recycled_compact_images(max_rows, max_rows == 200 ? 12 : 6);
   }
 }
 

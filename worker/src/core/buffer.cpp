@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <new>
 #include <numeric>
@@ -326,6 +327,51 @@ ChunkArena& chunk_arena() {
 
 void release_to_arena(std::byte* p, std::size_t) { chunk_arena().release(p); }
 
+// Larger written-whole blocks (compact images of a reduction's union) are
+// whole huge pages; freed ones are kept, up to kKeepBytes, and handed to the
+// next request they fit (at most twice its size), zeroed over what it asks
+// for: resident memory again instead of fresh pages.
+class BlockCache {
+ public:
+  static constexpr std::size_t kKeepBytes = std::size_t{32} << 20;
+
+  static std::size_t capacity_for(std::size_t size) { return (size + kHugePageBytes - 1) & ~(kHugePageBytes - 1); }
+
+  // A kept block of at least `capacity` bytes and its size, or {nullptr, 0}.
+  std::pair<std::byte*, std::size_t> take(std::size_t capacity) {
+    std::lock_guard lock(mu_);
+    auto it = kept_.lower_bound(capacity);
+    if (it == kept_.end() || it->first > 2 * capacity) return {nullptr, 0};
+    const auto block = std::pair{it->second, it->first};
+    kept_bytes_ -= it->first;
+    kept_.erase(it);
+    return block;
+  }
+  void give(std::byte* p, std::size_t capacity) {
+    {
+      std::lock_guard lock(mu_);
+      if (kept_bytes_ + capacity <= kKeepBytes) {
+        kept_.emplace(capacity, p);
+        kept_bytes_ += capacity;
+        return;
+      }
+    }
+    ::munmap(p, capacity);
+  }
+
+ private:
+  std::mutex mu_;
+  std::multimap<std::size_t, std::byte*> kept_;
+  std::size_t kept_bytes_ = 0;
+};
+
+BlockCache& block_cache() {
+  static BlockCache* cache = new BlockCache();  // lives for the process, like the arena
+  return *cache;
+}
+
+void release_to_cache(std::byte* p, std::size_t capacity) { block_cache().give(p, capacity); }
+
 // Free lists of host blocks by exact size, for storage that is allocated and
 // dropped over and over at the same sizes (received chunks). Reused blocks
 // are already resident, so they skip the first-touch page faults of a fresh
@@ -396,6 +442,20 @@ std::shared_ptr<Storage> Storage::allocate_host(std::size_t size, InitPolicy ini
     if (std::byte* p = chunk_arena().allocate(size)) {
       return std::make_shared<Storage>(p, size, MemoryLocation::host, &release_to_arena);
     }
+  }
+  if (kChunkArena && written_whole && init == InitPolicy::zero && size > ChunkArena::kMaxBlock &&
+      huge_pages_enabled()) {
+    const std::size_t capacity = BlockCache::capacity_for(size);
+    auto [p, got] = block_cache().take(capacity);
+    if (p != nullptr) {
+      std::memset(p, 0, size);
+    } else {
+      p = static_cast<std::byte*>(map_zeroed(capacity));
+      got = capacity;
+      if (p == nullptr) fail_allocation(size);
+    }
+    // The storage spans the whole block, so the cache gets all of it back.
+    return std::make_shared<Storage>(p, got, MemoryLocation::host, &release_to_cache);
   }
   if (init == InitPolicy::zero && size >= kLazyZeroBytes) {
     void* p = map_zeroed(size);
