@@ -160,11 +160,10 @@ inline void require_image_shape(const Buffer& b, std::string_view kernel, std::s
   }
 }
 
-// Zero-filled f64 (nv, nu) accumulation image, as a dense row-major array.
-// An output allocated zero is left as it is, so pages the kernel never writes
-// stay untouched (lazily zero storage).
-inline double* f64_image_output(const KernelContext& ctx, std::string_view kernel,
-                                std::size_t index, const ImageGrid& g) {
+// Output `index` checked as an f64 (nv, nu) row-major image; its contents
+// are not touched.
+inline Buffer& require_f64_image_output(const KernelContext& ctx, std::string_view kernel, std::size_t index,
+                                        const ImageGrid& g) {
   Buffer& out = output_at(ctx, kernel, index);
   const std::string what = "output " + std::to_string(index);
   if (out.scalar() != ScalarType::f64) {
@@ -175,6 +174,15 @@ inline double* f64_image_output(const KernelContext& ctx, std::string_view kerne
   if (!out.descriptor().is_c_contiguous()) {
     fail(ErrorKind::kernel, std::string(kernel) + ": " + what + " must be row-major (AXIS-4)");
   }
+  return out;
+}
+
+// Zero-filled f64 (nv, nu) accumulation image, as a dense row-major array.
+// An output allocated zero is left as it is, so pages the kernel never writes
+// stay untouched (lazily zero storage).
+inline double* f64_image_output(const KernelContext& ctx, std::string_view kernel,
+                                std::size_t index, const ImageGrid& g) {
+  Buffer& out = require_f64_image_output(ctx, kernel, index, g);
   const bool zero = out.known_zero();
   if (zero) out.expect_sparse_writes();
   double* pixels = out.elements<double>();
@@ -182,7 +190,7 @@ inline double* f64_image_output(const KernelContext& ctx, std::string_view kerne
   return pixels;
 }
 
-// Replaces output `index` (already checked by f64_image_output) with a
+// Replaces output `index` (checked by require_f64_image_output) with a
 // compact image that stores only `rect` (Buffer::allocate_compact_image) and
 // returns its pixel (rect.row_begin, rect.col_begin); rows are
 // rect.col_end - rect.col_begin apart. Null for an empty rectangle. The

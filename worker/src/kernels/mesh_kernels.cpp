@@ -332,12 +332,12 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   const auto& p = ctx.param<UniformSliceCellParams>();
   const int axis = ks::require_axis(kName, p.axis);
   const ks::ImageGrid g = ks::make_image_grid(kName, p.rect, p.resolution);
-  ks::f64_image_output(ctx, kName, 0, g);
-  ks::f64_image_output(ctx, kName, 1, g);
-  // Nothing to spread: both outputs stay all zero.
-  const auto publish = [&](const ks::PixelFootprint& footprint) {
-    footprint.publish(ctx, kName, 0);
-    footprint.publish(ctx, kName, 1);
+  ks::require_f64_image_output(ctx, kName, 0, g);
+  ks::require_f64_image_output(ctx, kName, 1, g);
+  // Nothing to spread: both outputs are all zero (empty compact images).
+  const auto all_zero = [&] {
+    ks::compact_image_output(ctx, kName, 0, {});
+    ks::compact_image_output(ctx, kName, 1, {});
   };
   const LevelGeom& geom = level_geom(ctx, kName);
   const IndexBox& box = ctx.block_box();
@@ -347,7 +347,7 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   const std::int64_t plane =
       p.plane_index ? *p.plane_index : plane_from_coord(geom, axis, p.coord, kName);
   if (plane < box.lo[axis] || plane > box.hi[axis]) {
-    publish({});
+    all_zero();
     return;
   }
 
@@ -357,7 +357,7 @@ void uniform_slice_cellavg_accumulate(KernelContext& ctx) {
   AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
   AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
   if (us.first > us.last || vs.first > vs.last) {
-    publish({});
+    all_zero();
     return;
   }
 
@@ -458,7 +458,7 @@ void uniform_projection_accumulate(KernelContext& ctx) {
   if (!std::isfinite(amin) || !std::isfinite(amax) || !(amax > amin)) {
     fail_kernel_params(kName, "axis_bounds must be finite with hi > lo");
   }
-  ks::f64_image_output(ctx, kName, 0, g);
+  ks::require_f64_image_output(ctx, kName, 0, g);
   const LevelGeom& geom = level_geom(ctx, kName);
   const IndexBox& box = ctx.block_box();
   const Buffer& in = ks::input_at(ctx, kName, 0);
@@ -470,7 +470,7 @@ void uniform_projection_accumulate(KernelContext& ctx) {
   AxisSpread us = axis_spread(block_edges(geom, box, ua), g.umin, g.du, g.nu);
   AxisSpread vs = axis_spread(block_edges(geom, box, va), g.vmin, g.dv, g.nv);
   if (us.first > us.last || vs.first > vs.last) {
-    ks::PixelFootprint().publish(ctx, kName, 0);  // nothing spread: all zero
+    ks::compact_image_output(ctx, kName, 0, {});  // nothing spread: all zero
     return;
   }
 
@@ -489,7 +489,7 @@ void uniform_projection_accumulate(KernelContext& ctx) {
     }
   }
   if (n0 > n1) {
-    ks::PixelFootprint().publish(ctx, kName, 0);  // nothing spread: all zero
+    ks::compact_image_output(ctx, kName, 0, {});  // nothing spread: all zero
     return;
   }
   bool gaps = false;
