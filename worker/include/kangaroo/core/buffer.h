@@ -173,7 +173,11 @@ class Buffer {
   const Descriptor& descriptor() const { return desc_; }
   ScalarType scalar() const { return desc_.scalar; }
   int rank() const { return desc_.rank; }
-  MemoryLocation location() const { return storage_ ? storage_->location() : MemoryLocation::host; }
+  MemoryLocation location() const {
+    // A compact image's own storage never changes (storage_ does, on expansion).
+    if (compact_storage_) return compact_storage_->location();
+    return storage_ ? storage_->location() : MemoryLocation::host;
+  }
 
   bool is_dynamic() const { return dynamic_; }
   bool is_committed() const { return committed_; }
