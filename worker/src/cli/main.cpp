@@ -537,13 +537,7 @@ int cmd_run(const std::vector<std::string>& args) {
   // back from what chunks and tasks get.
   if (opt.memory_cap > 0) {
     cluster.receive_window = std::min(cluster.receive_window, std::max<std::uint64_t>(1 << 20, opt.memory_cap / 8));
-    if (cluster.world_size > 1) {
-      opt.memory_held_back = cluster.receive_window;
-      if (const char* env = std::getenv("KANGAROO_RECEIVE_WINDOW")) {  // the transport's override wins
-        const std::uint64_t v = std::strtoull(env, nullptr, 10);
-        if (v > 0) opt.memory_held_back = v;
-      }
-    }
+    if (cluster.world_size > 1) opt.memory_held_back = effective_receive_window(cluster.receive_window);
   }
   const std::string who = cluster.world_size > 1 ? "rank " + std::to_string(cluster.rank) + ": " : "";
   if (cluster.world_size > 1) {

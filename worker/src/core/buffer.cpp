@@ -437,14 +437,12 @@ constexpr bool kChunkArena = true;
 #endif
 
 std::shared_ptr<Storage> Storage::allocate_host(std::size_t size, InitPolicy init, bool written_whole) {
-  if (kChunkArena && written_whole && init == InitPolicy::zero && size > 0 && size <= ChunkArena::kMaxBlock &&
-      huge_pages_enabled()) {
+  const bool recycled = kChunkArena && written_whole && init == InitPolicy::zero && size > 0 && huge_pages_enabled();
+  if (recycled && size <= ChunkArena::kMaxBlock) {
     if (std::byte* p = chunk_arena().allocate(size)) {
       return std::make_shared<Storage>(p, size, MemoryLocation::host, &release_to_arena);
     }
-  }
-  if (kChunkArena && written_whole && init == InitPolicy::zero && size > ChunkArena::kMaxBlock &&
-      huge_pages_enabled()) {
+  } else if (recycled) {
     const std::size_t capacity = BlockCache::capacity_for(size);
     auto [p, got] = block_cache().take(capacity);
     if (p != nullptr) {

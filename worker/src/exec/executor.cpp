@@ -1361,25 +1361,24 @@ struct Executor::Impl final : TaskHelpers {
     if (++job.done == job.parts) help_cv.notify_all();
   }
 
-  void run(std::size_t parts, const std::function<void(std::size_t)>& fn) const override {
-    auto& self = const_cast<Impl&>(*this);  // the executor's own state; the interface is const for kernels
+  void run(std::size_t parts, const std::function<void(std::size_t)>& fn) override {
     // Posted even when no thread is idle yet: one that frees up (or starts)
     // takes a part before its next task; parts nobody took run here.
     HelpJob job;
     job.fn = &fn;
     job.parts = parts;
-    std::unique_lock lk(self.mu);
-    if (self.threads > 1) {
-      self.help.push_back(&job);
-      if (self.idle_workers > 0) self.cv.notify_all();
+    std::unique_lock lk(mu);
+    if (threads > 1) {
+      help.push_back(&job);
+      if (idle_workers > 0) cv.notify_all();
     } else {
       job.next = parts;  // nobody to help: run every part here
       lk.unlock();
       for (std::size_t p = 0; p < parts; ++p) fn(p);
       return;
     }
-    while (job.next < job.parts) self.run_part(lk, job);
-    self.help_cv.wait(lk, [&] { return job.done == job.parts; });
+    while (job.next < job.parts) run_part(lk, job);
+    help_cv.wait(lk, [&] { return job.done == job.parts; });
     if (job.error) std::rethrow_exception(job.error);
   }
 

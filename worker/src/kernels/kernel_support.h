@@ -190,16 +190,17 @@ inline double* f64_image_output(const KernelContext& ctx, std::string_view kerne
   return pixels;
 }
 
-// Replaces output `index` (checked by require_f64_image_output) with a
+// Replaces output `index` (a checked rank-2 row-major image of T) with a
 // compact image that stores only `rect` (Buffer::allocate_compact_image) and
 // returns its pixel (rect.row_begin, rect.col_begin); rows are
 // rect.col_end - rect.col_begin apart. Null for an empty rectangle. The
 // kernel must write nothing outside `rect`.
-inline double* compact_image_output(const KernelContext& ctx, std::string_view kernel, std::size_t index,
-                                    const NonzeroRect& rect) {
+template <class T = double>
+T* compact_image_output(const KernelContext& ctx, std::string_view kernel, std::size_t index,
+                        const NonzeroRect& rect) {
   const Buffer& out = output_at(ctx, kernel, index);
   BufferPtr img = Buffer::allocate_compact_image(out.descriptor(), rect);
-  double* first = rect.empty() ? nullptr : reinterpret_cast<double*>(img->mutable_rect_row(rect.row_begin));
+  T* first = rect.empty() ? nullptr : reinterpret_cast<T*>(img->mutable_rect_row(rect.row_begin));
   ctx.outputs[index] = std::move(img);
   return first;
 }

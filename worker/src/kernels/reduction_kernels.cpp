@@ -70,7 +70,7 @@ void sum_images(const KernelContext& ctx, std::string_view kernel) {
   rects.reserve(inputs.size());
   ks::PixelFootprint all;
   for (const auto& in : inputs) {
-    const NonzeroRect r = in->is_compact() ? in->compact_rect() : nonzero_part(*in);
+    const NonzeroRect r = nonzero_part(*in);  // a compact image's hint is its stored rectangle
     rects.push_back(r);
     if (r.empty()) {
       firsts.push_back(nullptr);
@@ -107,9 +107,7 @@ void sum_images(const KernelContext& ctx, std::string_view kernel) {
     dst = base + u.row_begin * cols + u.col_begin;
     pitch = cols;
   } else {
-    BufferPtr img = Buffer::allocate_compact_image(ks::output_at(ctx, kernel, 0).descriptor(), u);
-    if (!u.empty()) dst = reinterpret_cast<T*>(img->mutable_rect_row(u.row_begin));
-    ctx.outputs[0] = std::move(img);
+    dst = ks::compact_image_output<T>(ctx, kernel, 0, u);
     pitch = u.col_end - u.col_begin;
   }
   if (u.empty()) return;

@@ -812,7 +812,7 @@ std::unique_ptr<RankLink> join_cluster(const ClusterOptions& o) {
                                           " ranks needs the coordinator address (HOST:PORT of rank 0)");
   }
   auto transport = make_ucx_transport(o.rank, o.world_size);
-  if (std::getenv("KANGAROO_RECEIVE_WINDOW") == nullptr) transport->set_receive_window(o.receive_window);
+  transport->set_receive_window(effective_receive_window(o.receive_window));
   const std::size_t world = static_cast<std::size_t>(o.world_size);
   std::vector<int> fds(world, -1);
   std::vector<std::string> table(world);

@@ -77,10 +77,7 @@ class UcxTransport final : public Transport {
     }
     eps_.assign(static_cast<std::size_t>(world_size), nullptr);
     send_seq_.assign(static_cast<std::size_t>(world_size), 0);
-    if (const char* w = std::getenv("KANGAROO_RECEIVE_WINDOW")) {
-      const unsigned long long v = std::strtoull(w, nullptr, 10);
-      if (v > 0) receive_window_ = v;
-    }
+    receive_window_ = effective_receive_window(kDefaultReceiveWindow);
     failed_.assign(static_cast<std::size_t>(world_size), UCS_OK);
   }
 
@@ -464,6 +461,14 @@ std::string exchange_address(int fd, const std::string& mine) {
   std::string theirs(m, '\0');
   read_all(theirs.data(), m);
   return theirs;
+}
+
+std::uint64_t effective_receive_window(std::uint64_t configured) {
+  if (const char* w = std::getenv("KANGAROO_RECEIVE_WINDOW")) {
+    const unsigned long long v = std::strtoull(w, nullptr, 10);
+    if (v > 0) return v;
+  }
+  return configured;
 }
 
 std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size) {

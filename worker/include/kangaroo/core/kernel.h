@@ -36,7 +36,7 @@ struct NeighborCollection {
 // data, so the result does not depend on which thread ran which part.
 class TaskHelpers {
  public:
-  virtual void run(std::size_t parts, const std::function<void(std::size_t part)>& fn) const = 0;
+  virtual void run(std::size_t parts, const std::function<void(std::size_t part)>& fn) = 0;
 
  protected:
   ~TaskHelpers() = default;
@@ -62,7 +62,7 @@ struct KernelContext {
   std::span<const ChunkId> extra_ids;
   std::span<const ConstBufferPtr> extra_chunks;
   // Null: the kernel runs alone on its thread.
-  const TaskHelpers* helpers = nullptr;
+  TaskHelpers* helpers = nullptr;
 
   // fn(part) for parts 0 .. parts - 1, on idle executor threads where there
   // are any.

@@ -34,6 +34,9 @@ void encode_wire_header(const ChunkId& id, const Buffer& buffer, std::byte* out,
 WireChunk decode_wire_header(const std::byte* in, std::uint32_t* seq = nullptr);
 
 constexpr std::uint64_t kDefaultReceiveWindow = 64ull << 20;
+// The receive window a rank uses: KANGAROO_RECEIVE_WINDOW bytes when the
+// environment sets a positive value, else `configured`.
+std::uint64_t effective_receive_window(std::uint64_t configured);
 
 class Transport {
  public:
