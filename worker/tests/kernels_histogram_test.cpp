@@ -70,6 +70,58 @@ TEST(BinningMath, EdgesAndSkips_OP_HIST_1) {
   EXPECT_TRUE(math::valid_histogram_range(-1.0, 1.0));
 }
 
+// The binner must give histogram_bin's bin for every sample, above all on and
+// next to bin edges, where a product with the reciprocal and the quotient
+// round differently.
+TEST(BinningMath, BinnerMatchesHistogramBinOnEdgesAndAtRandom_OP_HIST_1) {
+  struct Axis {
+    double lo, hi;
+    std::int64_t bins;
+  };
+  const std::vector<Axis> axes{
+      {0.0, 1.0, 4},          {-3.0, 5.0, 1},       {-1.0, 2.0, 7},     {0.1, 0.7, 3},
+      {1e-300, 3e-300, 7},    {-1e300, 1e300, 64},  {1e15, 1e15 + 3.0, 1000},
+      {-2.5, 7.25, 4096},     {0.0, 1e-3, 1000000}, {0.3, 0.9, std::int64_t{1} << 40},
+      {0.0, 1.0, std::int64_t{1} << 41},           {-7.1, -7.0, 97}};
+  std::mt19937_64 rng(11);
+  std::size_t checked = 0;
+  for (const Axis& a : axes) {
+    const math::HistogramBinner bin(a.lo, a.hi, a.bins);
+    auto expect_same = [&](double x) {
+      ASSERT_EQ(bin(x), math::histogram_bin(x, a.lo, a.hi, a.bins))
+          << "x=" << x << " in [" << a.lo << ", " << a.hi << "] with " << a.bins << " bins";
+      ++checked;
+    };
+    for (double x : {a.lo, a.hi, kNaN, kInf, -kInf, std::nextafter(a.hi, kInf), std::nextafter(a.lo, -kInf),
+                     0.0, -0.0})
+      expect_same(x);
+    // Edges computed the ways a user would, and the doubles around them.
+    const std::int64_t edge_step = std::max<std::int64_t>(1, a.bins / 5000);
+    for (std::int64_t k = 0; k <= a.bins; k += edge_step) {
+      const double kd = static_cast<double>(k), nb = static_cast<double>(a.bins);
+      for (double e : {a.lo + (a.hi - a.lo) * kd / nb, a.lo + kd * ((a.hi - a.lo) / nb),
+                       a.lo * (1.0 - kd / nb) + a.hi * (kd / nb)}) {
+        double down = e, up = e;
+        expect_same(e);
+        for (int s = 0; s < 3; ++s) {
+          down = std::nextafter(down, -kInf);
+          up = std::nextafter(up, kInf);
+          expect_same(down);
+          expect_same(up);
+        }
+      }
+    }
+    const double span = a.hi - a.lo;
+    std::uniform_real_distribution<double> dist(a.lo - 0.1 * span, a.hi + 0.1 * span);
+    std::uniform_real_distribution<double> inside(a.lo, a.hi);
+    for (int i = 0; i < 20000; ++i) {
+      expect_same(std::isfinite(span) ? dist(rng) : inside(rng));
+      expect_same(inside(rng));
+    }
+  }
+  EXPECT_GT(checked, 400000u);
+}
+
 // --- flat path (bounded arrays) ---------------------------------------------------
 
 TEST(Histogram1D, FlatPathCountsWithEdgeRules_OP_HIST_1_OP_HIST_2) {
@@ -238,6 +290,57 @@ TEST(Histogram1D, GridPathWithoutCoverageCountsEveryCell_OP_HIST_2) {
   h.params = h1(-100.0, 100.0, 1);
   h.run("histogram1d_accumulate");
   EXPECT_EQ(values_of(*h.outputs[0]), std::vector<double>{18.0});
+}
+
+// Unweighted histograms count in interleaved copies; the counts must equal
+// what explicit unit weights, added one sample at a time, give. Coverage, a
+// NaN, values outside the range and more bins than the interleaved copies
+// serve are all in play.
+std::vector<double> histogram_of(const std::vector<BufferPtr>& inputs, const Histogram1DParams* p1,
+                                 const Histogram2DParams* p2, std::uint64_t bins) {
+  KernelHarness h(grid_geom(), {box_of({0, 0, 0}, {0, 0, 0}), box_of({0, 0, 0}, {11, 8, 6})});
+  h.block = 1;
+  h.covered = {box_of({2, 3, 1}, {5, 8, 4}), box_of({10, 0, 0}, {11, 1, 6})};
+  h.inputs.assign(inputs.begin(), inputs.end());
+  h.outputs = {garbage_bins(bins)};
+  if (p1 != nullptr) {
+    h.params = *p1;
+    h.run("histogram1d_accumulate");
+  } else {
+    h.outputs = {test::make_buffer(ScalarType::f64, {static_cast<std::uint64_t>(p2->bins[0]),
+                                                     static_cast<std::uint64_t>(p2->bins[1])})};
+    h.params = *p2;
+    h.run("histogram2d_accumulate");
+  }
+  return values_of(*h.outputs[0]);
+}
+
+TEST(Histogram, UnweightedCountsEqualUnitWeights_OP_HIST_1_OP_HIST_3_COV_1) {
+  const IndexBox box = box_of({0, 0, 0}, {11, 8, 6});
+  auto x_value = [](int i, int j, int k) {
+    return i == 3 && j == 0 && k == 0 ? kNaN : std::sin(0.7 * i + 0.3 * j) * 3.0 + 0.1 * k;
+  };
+  auto y_value = [](int i, int j, int k) { return std::cos(0.2 * i * j) + 0.05 * k; };
+  const BufferPtr x = make_grid(box, x_value);
+  const BufferPtr y = make_grid(box, y_value, ScalarType::f32);
+  const BufferPtr ones = make_grid(box, [](int, int, int) { return 1.0; });
+  for (std::int64_t bins : {3, 64, 5000}) {
+    const auto p = h1(-2.5, 2.5, bins);
+    const auto counted = histogram_of({x}, &p, nullptr, static_cast<std::uint64_t>(bins));
+    EXPECT_EQ(counted, histogram_of({x, ones}, &p, nullptr, static_cast<std::uint64_t>(bins))) << bins << " bins";
+    double total = 0.0;
+    for (double c : counted) total += c;
+    EXPECT_GT(total, 100.0);
+  }
+  for (std::array<std::int64_t, 2> bins : {std::array<std::int64_t, 2>{3, 4}, std::array<std::int64_t, 2>{60, 90}}) {
+    const auto p = h2({-2.5, 2.5}, {0.0, 1.2}, bins);
+    const auto n = static_cast<std::uint64_t>(bins[0] * bins[1]);
+    const auto counted = histogram_of({x, y}, nullptr, &p, n);
+    EXPECT_EQ(counted, histogram_of({x, y, ones}, nullptr, &p, n)) << bins[0] << "x" << bins[1] << " bins";
+    double total = 0.0;
+    for (double c : counted) total += c;
+    EXPECT_GT(total, 50.0);
+  }
 }
 
 // --- 2D -------------------------------------------------------------------------------

@@ -27,4 +27,45 @@ KANGAROO_HD std::int64_t histogram_bin(double x, double lo, double hi, std::int6
   return static_cast<std::int64_t>(b);
 }
 
+// OP-HIST-1 bins of many samples on one axis: exactly the bins of
+// histogram_bin, without its division per sample. The quotient is taken as a
+// product with the range's reciprocal, which can differ from the correctly
+// rounded quotient by a few units in the last place. That changes the floor
+// only when the quotient lies that close to an integer (a sample on or next to
+// a bin edge); such samples, and axes where the product could overflow, take
+// histogram_bin itself.
+class HistogramBinner {
+ public:
+  HistogramBinner(double lo, double hi, std::int64_t bins) : lo_(lo), hi_(hi), bins_(bins) {
+    nb_ = static_cast<double>(bins);
+    const double span = hi - lo;
+    inv_ = 1.0 / span;
+    // The product (x - lo) * bins stays finite and the bin fits an int64 cast.
+    fast_ = valid_histogram_range(lo, hi) && bins > 0 && bins <= (std::int64_t{1} << 40) &&
+            std::isfinite(span) && std::isfinite(span * nb_) && std::isnormal(inv_);
+  }
+
+  std::int64_t operator()(double x) const {
+    if (!fast_) return histogram_bin(x, lo_, hi_, bins_);
+    // Rejects NaN and infinities too: lo and hi are finite.
+    if (!(x >= lo_ && x <= hi_)) return -1;
+    if (x == hi_) return bins_ - 1;
+    const double q = (x - lo_) * nb_ * inv_;
+    const double k = static_cast<double>(static_cast<std::int64_t>(q));  // q >= 0: truncation is floor
+    const double slack = q * 0x1p-48;
+    if (q - k < slack || k + 1.0 - q <= slack) return histogram_bin(x, lo_, hi_, bins_);
+    return k < nb_ ? static_cast<std::int64_t>(k) : -1;
+  }
+
+  std::int64_t bins() const { return bins_; }
+
+ private:
+  double lo_;
+  double hi_;
+  std::int64_t bins_;
+  double nb_ = 0.0;
+  double inv_ = 0.0;
+  bool fast_ = false;
+};
+
 }  // namespace kangaroo::math
