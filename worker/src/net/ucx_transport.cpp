@@ -244,13 +244,25 @@ class UcxTransport final : public Transport {
     void* request = nullptr;
   };
 
-  // Takes every header that has arrived (matching tag/mask) and posts its
-  // payload's receive at once, so several large chunks move at the same
-  // time instead of one after another. Bounded in chunks and bytes (one
-  // chunk is always allowed).
+  // Takes headers that have arrived (matching tag/mask) and posts their
+  // payloads' receives ahead of the caller, so the next chunk moves while the
+  // caller handles the last. Bounded in chunks and bytes (one chunk is always
+  // allowed): at most kAheadChunks chunks unless they are small, and never
+  // more than the receive window. More chunks ahead add no transfer in
+  // parallel on shared memory, where the receiver itself copies each
+  // payload, and on TCP they only compete for one stream; but each one is
+  // another destination buffer, and the copies leave the processor's caches
+  // (bench/README.md).
   void pump(std::uint64_t tag, std::uint64_t mask) {
     constexpr std::size_t kMaxChunks = 32;
-    while (incoming_.size() < kMaxChunks && (incoming_.empty() || incoming_bytes_ < receive_window_)) {
+    constexpr std::size_t kAheadChunks = 2;
+    constexpr std::uint64_t kSmallAheadBytes = 1ull << 20;
+    auto room = [&] {
+      if (incoming_.empty()) return true;
+      if (incoming_.size() >= kMaxChunks || incoming_bytes_ >= receive_window_) return false;
+      return incoming_.size() < kAheadChunks || incoming_bytes_ < kSmallAheadBytes;
+    };
+    while (room()) {
       ucp_tag_recv_info_t info{};
       ucp_tag_message_h msg = ucp_tag_probe_nb(worker_, tag, mask, 1, &info);
       if (msg == nullptr) return;

@@ -63,12 +63,11 @@ class Transport {
   // Receives a chunk from any peer when one has arrived; nullptr otherwise.
   virtual ConstBufferPtr try_receive(int& peer, ChunkId& id, std::uint32_t& aux) = 0;
   // Payload bytes whose receives may be posted ahead of the caller taking
-  // the chunks (several large chunks then move at once; one chunk is always
-  // allowed). These buffers are outside a memory cap's accounting. Default
+  // the chunks (one chunk is always allowed). Within it the transport posts
+  // two chunks ahead, more only while they are small (see bench/README.md).
+  // These buffers are outside a memory cap's accounting. Default
   // kDefaultReceiveWindow, or KANGAROO_RECEIVE_WINDOW bytes from the
-  // environment (larger windows help TCP with large chunks; shared memory
-  // moving chunks that are still in cache does better with a few MiB, and
-  // worse with chunks that are not: see bench/README.md).
+  // environment.
   virtual void set_receive_window(std::uint64_t bytes) = 0;
   // Drives communication; true when it did something.
   virtual bool progress() = 0;
