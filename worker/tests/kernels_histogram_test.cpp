@@ -87,9 +87,11 @@ TEST(BinningMath, BinnerMatchesHistogramBinOnEdgesAndAtRandom_OP_HIST_1) {
   std::size_t checked = 0;
   for (const Axis& a : axes) {
     const math::HistogramBinner bin(a.lo, a.hi, a.bins);
+    std::vector<double> samples;
     auto expect_same = [&](double x) {
       ASSERT_EQ(bin(x), math::histogram_bin(x, a.lo, a.hi, a.bins))
           << "x=" << x << " in [" << a.lo << ", " << a.hi << "] with " << a.bins << " bins";
+      samples.push_back(x);
       ++checked;
     };
     for (double x : {a.lo, a.hi, kNaN, kInf, -kInf, std::nextafter(a.hi, kInf), std::nextafter(a.lo, -kInf),
@@ -117,6 +119,18 @@ TEST(BinningMath, BinnerMatchesHistogramBinOnEdgesAndAtRandom_OP_HIST_1) {
     for (int i = 0; i < 20000; ++i) {
       expect_same(std::isfinite(span) ? dist(rng) : inside(rng));
       expect_same(inside(rng));
+    }
+    // The same samples in runs, four lanes at a time, from every offset
+    // and with lengths that leave a remainder.
+    if (a.bins > math::HistogramBinner::kMaxManyBins) continue;
+    std::vector<std::int32_t> many(samples.size());
+    for (std::size_t start = 0; start < samples.size(); start += 4093) {
+      const std::size_t m = std::min<std::size_t>(4093, samples.size() - start);
+      bin.bin_many(samples.data() + start, m, many.data() + start);
+    }
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      ASSERT_EQ(many[i], math::histogram_bin(samples[i], a.lo, a.hi, a.bins))
+          << "bin_many: x=" << samples[i] << " in [" << a.lo << ", " << a.hi << "] with " << a.bins << " bins";
     }
   }
   EXPECT_GT(checked, 400000u);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "kangaroo/kernels/math/binning.h"
@@ -51,6 +52,45 @@ BinAxis make_axis(std::string_view kernel, std::string_view name,
 // field mostly fall in one bin; counting them in interleaved copies keeps each
 // increment from waiting on the one before. Counts are integers, so adding
 // them at the end gives exactly what adding 1.0 per sample does.
+// Bins of runs of samples along one line, up to kStagingElements at a time
+// with HistogramBinner::bin_many: f64 samples with unit stride are binned in
+// place, others are staged as doubles first.
+class RunBinner {
+ public:
+  explicit RunBinner(const math::HistogramBinner& binner)
+      : binner_(binner), staged_(kStagingElements), bins_(kStagingElements) {}
+
+  static bool serves(std::int64_t bins) { return bins <= math::HistogramBinner::kMaxManyBins; }
+
+  // Bins of x[(start + i) * stride] for i < m (m <= kStagingElements).
+  template <class T>
+  const std::int32_t* bin(const T* x, std::int64_t stride, std::int64_t start, std::size_t m) {
+    const double* run = staged_.data();
+    if constexpr (std::is_same_v<T, double>) {
+      if (stride == 1) run = x + start;
+    }
+    if (run == staged_.data()) {
+      for (std::size_t i = 0; i < m; ++i)
+        staged_[i] = static_cast<double>(x[(start + static_cast<std::int64_t>(i)) * stride]);
+    }
+    binner_.bin_many(run, m, bins_.data());
+    return bins_.data();
+  }
+
+ private:
+  const math::HistogramBinner& binner_;
+  std::vector<double> staged_;
+  std::vector<std::int32_t> bins_;
+};
+
+// Calls fn(start, m) for the runs of a line of n samples that RunBinner takes.
+template <class Fn>
+void for_each_run(std::int64_t n, Fn&& fn) {
+  for (std::int64_t start = 0; start < n; start += static_cast<std::int64_t>(kStagingElements)) {
+    fn(start, static_cast<std::size_t>(std::min<std::int64_t>(static_cast<std::int64_t>(kStagingElements), n - start)));
+  }
+}
+
 class BinCounts {
  public:
   static constexpr std::uint64_t kInterleavedUpTo = 4096;  // bins; more take one copy
@@ -203,18 +243,21 @@ void histogram1d_accumulate(KernelContext& ctx) {
     const std::array<int, 3> order = ks::memory_order(values.descriptor());
     // Reads the values buffer when there are no weights; never used then.
     const Buffer& wbuf = weights != nullptr ? *weights : values;
-    if (weights == nullptr && rule.mode == WeightMode::input) {
+    if (weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(axis.bins)) {
       BinCounts counts(static_cast<std::uint64_t>(axis.bins));
+      RunBinner runs(axis.binner);
       visit_real(values, values.rank(), [&](auto gx) {
         const std::int64_t sx = gx.s[order[2]];
         const std::int64_t n = box.extent(order[2]);
         ks::for_each_line(box, order, ctx.covered,
                           [&](std::int64_t a0, std::int64_t a1, const std::uint8_t* covered) {
                             const auto* xl = gx.base + a0 * gx.s[order[0]] + a1 * gx.s[order[1]];
-                            const math::HistogramBinner bin = axis.binner;
-                            counts.count(n, [&](std::int64_t t) {
-                              if (covered != nullptr && covered[t] != 0) return std::int64_t{-1};
-                              return bin(static_cast<double>(xl[t * sx]));
+                            for_each_run(n, [&](std::int64_t start, std::size_t m) {
+                              const std::int32_t* b = runs.bin(xl, sx, start, m);
+                              const std::uint8_t* cov = covered != nullptr ? covered + start : nullptr;
+                              counts.count(static_cast<std::int64_t>(m), [&](std::int64_t t) {
+                                return cov != nullptr && cov[t] != 0 ? std::int64_t{-1} : std::int64_t{b[t]};
+                              });
                             });
                           });
       });
@@ -304,8 +347,11 @@ void histogram2d_accumulate(KernelContext& ctx) {
     const std::array<int, 3> order = ks::memory_order(xbuf.descriptor());
     // Reads the x buffer when there are no weights; never used then.
     const Buffer& wbuf = weights != nullptr ? *weights : xbuf;
-    if (weights == nullptr && rule.mode == WeightMode::input) {
+    if (weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(ax.bins) &&
+        RunBinner::serves(ay.bins)) {
       BinCounts counts(cells);
+      RunBinner x_runs(ax.binner);
+      RunBinner y_runs(ay.binner);
       visit_real(xbuf, xbuf.rank(), [&](auto gx) {
         visit_real(ybuf, ybuf.rank(), [&](auto gy) {
           const std::int64_t sx = gx.s[order[2]];
@@ -316,14 +362,15 @@ void histogram2d_accumulate(KernelContext& ctx) {
               [&](std::int64_t a0, std::int64_t a1, const std::uint8_t* covered) {
                 const auto* xl = gx.base + a0 * gx.s[order[0]] + a1 * gx.s[order[1]];
                 const auto* yl = gy.base + a0 * gy.s[order[0]] + a1 * gy.s[order[1]];
-                const math::HistogramBinner bin_x = ax.binner;
-                const math::HistogramBinner bin_y = ay.binner;
                 const std::int64_t ny_bins = ay.bins;
-                counts.count(n, [&](std::int64_t t) {
-                  if (covered != nullptr && covered[t] != 0) return std::int64_t{-1};
-                  const std::int64_t bx = bin_x(static_cast<double>(xl[t * sx]));
-                  const std::int64_t by = bin_y(static_cast<double>(yl[t * sy]));
-                  return bx < 0 || by < 0 ? std::int64_t{-1} : bx * ny_bins + by;
+                for_each_run(n, [&](std::int64_t start, std::size_t m) {
+                  const std::int32_t* bx = x_runs.bin(xl, sx, start, m);
+                  const std::int32_t* by = y_runs.bin(yl, sy, start, m);
+                  const std::uint8_t* cov = covered != nullptr ? covered + start : nullptr;
+                  counts.count(static_cast<std::int64_t>(m), [&](std::int64_t t) {
+                    if ((cov != nullptr && cov[t] != 0) || bx[t] < 0 || by[t] < 0) return std::int64_t{-1};
+                    return std::int64_t{bx[t]} * ny_bins + by[t];
+                  });
                 });
               });
         });

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 #include "kangaroo/kernels/math/hd.h"
@@ -58,6 +59,14 @@ class HistogramBinner {
   }
 
   std::int64_t bins() const { return bins_; }
+
+  // Largest axis bin_many serves: its bins are 32-bit.
+  static constexpr std::int64_t kMaxManyBins = (std::int64_t{1} << 31) - 1;
+
+  // The bins of x[0..n) into out, exactly as operator() gives them, several
+  // samples at a time where the processor allows (host code; bins() <=
+  // kMaxManyBins).
+  void bin_many(const double* x, std::size_t n, std::int32_t* out) const;
 
  private:
   double lo_;
