@@ -971,6 +971,29 @@ TEST_F(AllocTest, FixedShapeIsCOrderOfTheGivenExtents) {
   EXPECT_EQ(h.values(cid(0, 0, 11, 0, 1)), (std::vector<double>{1100, 1101, 1102, 1103, 1104}));
 }
 
+TEST_F(AllocTest, LargeZeroImagesTakeStorageOnFirstDenseAccess) {
+  // A 512 x 512 f64 zero image (2 MiB) that a kernel never touches is
+  // published without full-size storage and reads as zero; one the kernel
+  // fills (dense access) holds what it wrote.
+  h.add("untouched", [](KernelContext&) {});
+  h.run(plan_of({stage("s", Plane::chunk,
+                       {chunk_template("a", "untouched", domain(0, 0, std::vector<std::int32_t>{0}), {},
+                                       {output(10, fixed_spec({512, 512}, ScalarType::f64, InitPolicy::zero))}),
+                        chunk_template("b", "fill", domain(0, 0, std::vector<std::int32_t>{1}), {},
+                                       {output(11, fixed_spec({512, 512}, ScalarType::f64, InitPolicy::zero))})})}),
+        meta);
+  auto untouched = h.session->retrieve(cid(0, 0, 10, 0, 0));
+  EXPECT_TRUE(untouched->is_compact());
+  EXPECT_EQ(untouched->allocated_bytes(), 512u * 512u * 8u);
+  const auto zeros = h.values(cid(0, 0, 10, 0, 0));
+  ASSERT_EQ(zeros.size(), 512u * 512u);
+  for (double v : zeros) ASSERT_EQ(v, 0.0);
+  EXPECT_TRUE(seen_output("fill", 1).all_zero);
+  const auto filled = h.values(cid(0, 0, 11, 0, 1));
+  ASSERT_EQ(filled.size(), 512u * 512u);
+  for (std::uint64_t p = 0; p < filled.size(); p += 4099) EXPECT_EQ(filled[p], fill_value(1, 0, p));
+}
+
 TEST_F(AllocTest, FixedOpaqueIsRankOneBytes) {
   h.run(plan_of({stage("s", Plane::chunk,
                        {chunk_template("t", "fill", domain(0, 0, std::vector<std::int32_t>{0}), {},

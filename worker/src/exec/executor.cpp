@@ -103,6 +103,8 @@ struct ReadCount {
 constexpr std::uint64_t kCountNodeBytes = 64;
 // Room an admission leaves for task records made before the next one.
 constexpr std::uint64_t kMetadataHeadroom = 64 * 1024;
+// Zero images from this size on are allocated on first dense access.
+constexpr std::uint64_t kDeferredImageBytes = 1 << 20;
 
 std::string where(const Plan& plan, int s, int t) {
   std::string w = "stage " + std::to_string(s) + " ('" + plan.stages[static_cast<std::size_t>(s)].name + "')";
@@ -1147,7 +1149,15 @@ struct Executor::Impl final : TaskHelpers {
     switch (spec.shape) {
       case ShapeKind::fixed: {
         if (spec.dtype == ScalarType::opaque) return Buffer::allocate(Descriptor::opaque_bytes(spec.extents.at(0)), spec.init);
-        return Buffer::allocate(Descriptor::c_order(spec.dtype, spec.extents), spec.init);
+        const Descriptor desc = Descriptor::c_order(spec.dtype, spec.extents);
+        // A large zero image starts as an empty compact image: it reads as
+        // zero and takes its full storage on the first dense access, so a
+        // kernel that publishes a compact image of its own instead (slices,
+        // projections) never maps the full-size one.
+        if (spec.init == InitPolicy::zero && desc.rank == 2 && desc.required_bytes() >= kDeferredImageBytes) {
+          return Buffer::allocate_compact_image(desc, NonzeroRect{});
+        }
+        return Buffer::allocate(desc, spec.init);
       }
       case ShapeKind::block: {
         if (t.block < 0 || static_cast<std::size_t>(t.block) >= info.level->boxes.size()) {
