@@ -1048,12 +1048,13 @@ def slice_plan(
         cov = plane_coverage(levels, a, p, L)
         sum_f, area_f = alloc(), alloc()
         st = ir.Stage(f"{name}_l{L}", plane="chunk", after=list(read_after))
-        for b in blocks:
-            st.map_blocks(
-                f"{name}_l{L}_b{b}", "uniform_slice_cellavg_accumulate", ir.Domain(sm.step, L, [b]),
-                inputs=[src], outputs=[ir.OutputRef(sum_f, img), ir.OutputRef(area_f, img)],
-                params=params_of(L), covered_boxes=cov,
-            )
+        # One template for the level's selected blocks: the plan stays small
+        # whatever the number of blocks.
+        st.map_blocks(
+            f"{name}_l{L}", "uniform_slice_cellavg_accumulate", ir.Domain(sm.step, L, blocks),
+            inputs=[src], outputs=[ir.OutputRef(sum_f, img), ir.OutputRef(area_f, img)],
+            params=params_of(L), covered_boxes=cov,
+        )
         stages.append(st)
         common = dict(level=L, producer=st, buffer=img, alloc=alloc, step=sm.step, fan_in=fan_in,
                       normalize=True, world_size=world_size, home=home)
@@ -1177,11 +1178,10 @@ def projection_plan(
         cov = slab_coverage(levels, a, r, L)
         acc = alloc()
         st = ir.Stage(f"{name}_l{L}", plane="chunk", after=list(read_after))
-        for b in blocks:
-            st.map_blocks(
-                f"{name}_l{L}_b{b}", "uniform_projection_accumulate", ir.Domain(sm.step, L, [b]),
-                inputs=[src], outputs=[ir.OutputRef(acc, img)], params=prm, covered_boxes=cov,
-            )
+        st.map_blocks(
+            f"{name}_l{L}", "uniform_projection_accumulate", ir.Domain(sm.step, L, blocks),
+            inputs=[src], outputs=[ir.OutputRef(acc, img)], params=prm, covered_boxes=cov,
+        )
         stages.append(st)
         red, val = _reduce_level(acc, blocks, level=L, producer=st, after=[st], buffer=img, alloc=alloc,
                                  step=sm.step, fan_in=fan_in, normalize=True, world_size=world_size, home=home,
@@ -1474,8 +1474,8 @@ def field_expr_plan(
         return Fragment([st], out_field, sm.step, dl, 0, st, dtype=d.value)
     spec = ir.BufferSpec(d, ir.BlockShape(1))
     for L, lv in enumerate(sm.levels):
-        for b in range(len(lv.boxes)):
-            st.map_blocks(f"{name}_l{L}_b{b}", kernel, ir.Domain(sm.step, L, [b]), inputs=ins,
+        if lv.boxes:
+            st.map_blocks(f"{name}_l{L}", kernel, ir.Domain(sm.step, L, list(range(len(lv.boxes)))), inputs=ins,
                           outputs=[ir.OutputRef(out_field, spec)], params=prm)
     return Fragment([st], out_field, sm.step, None, None, st, dtype=d.value)
 

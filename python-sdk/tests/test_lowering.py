@@ -452,7 +452,8 @@ def test_slice_plan_shape():
     ])
     l0 = stage_by_name(d, "slice_l0")
     assert l0["plane"] == "chunk" and l0["after"] == []
-    assert [t["domain"] for t in l0["templates"]] == [{"step": 0, "level": 0, "blocks": [b]} for b in range(4)]
+    # one template per level, over the level's selected blocks
+    assert [t["domain"] for t in l0["templates"]] == [{"step": 0, "level": 0, "blocks": [0, 1, 2, 3]}]
     t = l0["templates"][0]
     assert t["kernel"] == "uniform_slice_cellavg_accumulate"
     assert t["inputs"] == [{"field": 7, "version": 0, "domain": None}]
@@ -738,9 +739,9 @@ def test_field_expr_unbounded_and_bounded():
     fr = lw.field_expr_plan(rm, "a*b", ["a", "b"], [7, 8], 20)
     d = doc(fr)
     (st,) = d["stages"]
-    assert [t["domain"] for t in st["templates"]] == (
-        [{"step": 0, "level": 0, "blocks": [b]} for b in range(4)]
-        + [{"step": 0, "level": 1, "blocks": [0]}, {"step": 0, "level": 2, "blocks": [0]}])
+    assert [t["domain"] for t in st["templates"]] == [
+        {"step": 0, "level": 0, "blocks": [0, 1, 2, 3]}, {"step": 0, "level": 1, "blocks": [0]},
+        {"step": 0, "level": 2, "blocks": [0]}]
     t = st["templates"][0]
     assert t["outputs"][0]["buffer"] == {"dtype": "f64", "shape": {"kind": "block", "components": 1},
                                          "init": "uninitialized"}
