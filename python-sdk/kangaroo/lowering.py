@@ -803,6 +803,51 @@ def slab_coverage(step: Union[StepMeta, Sequence[LevelMeta]], axis: Any, r: Sequ
     return tuple(out)
 
 
+def _clip_axis(box: Any, axis: int, irange: Tuple[int, int]) -> BlockBox:
+    box = BlockBox.of(box)
+    lo, hi = list(box.lo), list(box.hi)
+    lo[axis], hi[axis] = max(lo[axis], irange[0]), min(hi[axis], irange[1])
+    return BlockBox(tuple(lo), tuple(hi))  # type: ignore[arg-type]
+
+
+def fully_covered(box: Any, coverage: Sequence[Any], *, max_pieces: int = 4096) -> bool:
+    """True when every cell of ``box`` lies in some box of ``coverage`` (which
+    may overlap). Such a block contributes nothing to an operator that masks
+    ``coverage``, so its task and its read can be left out. The box is cut
+    into the parts no coverage box has taken yet; past ``max_pieces`` parts
+    the answer is False, which only keeps a block that could have gone."""
+    box = BlockBox.of(box)
+    boxes = [BlockBox.of(c) for c in coverage]
+
+    def meets(a: BlockBox, b: BlockBox) -> bool:
+        return all(a.lo[x] <= b.hi[x] and b.lo[x] <= a.hi[x] for x in range(3))
+
+    boxes = [c for c in boxes if meets(c, box)]
+    pending = [box]
+    seen = 0
+    while pending:
+        b = pending.pop()
+        c = next((c for c in boxes if meets(b, c)), None)
+        if c is None:
+            return False
+        lo, hi = list(b.lo), list(b.hi)
+        for x in range(3):  # the parts of b outside c, axis by axis
+            if lo[x] < c.lo[x]:
+                plo, phi = list(lo), list(hi)
+                phi[x] = c.lo[x] - 1
+                pending.append(BlockBox(tuple(plo), tuple(phi)))  # type: ignore[arg-type]
+                lo[x] = c.lo[x]
+            if hi[x] > c.hi[x]:
+                plo, phi = list(lo), list(hi)
+                plo[x] = c.hi[x] + 1
+                pending.append(BlockBox(tuple(plo), tuple(phi)))  # type: ignore[arg-type]
+                hi[x] = c.hi[x]
+        seen += 1
+        if seen > max_pieces:
+            return False
+    return True
+
+
 def select_blocks(level: LevelMeta, axis: Any, irange: Tuple[int, int], rect: Sequence[float]) -> List[int]:
     """LOW-2: blocks whose normal-axis index range overlaps ``irange`` and whose
     physical ``u``/``v`` extents overlap the sorted rect (closed intervals)."""
@@ -1171,11 +1216,13 @@ def projection_plan(
     vals: List[ir.LevelValue] = []
     selected: Dict[int, List[int]] = {}
     for L in range(len(levels) - 1, -1, -1):
-        blocks = select_blocks(levels[L], a, r[L], rect)
+        cov = slab_coverage(levels, a, r, L)
+        # Blocks whose cells in the slab are all covered by finer levels add nothing.
+        blocks = [b for b in select_blocks(levels[L], a, r[L], rect)
+                  if not fully_covered(_clip_axis(levels[L].boxes[b], a, r[L]), cov)]
         if not blocks:
             continue
         selected[L] = blocks
-        cov = slab_coverage(levels, a, r, L)
         acc = alloc()
         st = ir.Stage(f"{name}_l{L}", plane="chunk", after=list(read_after))
         st.map_blocks(
@@ -1274,8 +1321,13 @@ def _histogram(
 
     # (level, explicit block list or None, coverage or None)
     if domain is None:
-        work = [(L, list(range(len(levels[L].boxes))), None, volume_coverage(levels, L))
-                for L in range(len(levels) - 1, -1, -1) if levels[L].boxes]
+        # Every leaf cell once (COV-4); blocks entirely covered by finer levels add nothing.
+        work = []
+        for L in range(len(levels) - 1, -1, -1):
+            cov = volume_coverage(levels, L)
+            keep = [b for b, box in enumerate(levels[L].boxes) if not fully_covered(box, cov)]
+            if keep:
+                work.append((L, keep, None if len(keep) == len(levels[L].boxes) else keep, cov))
     else:
         if isinstance(domain, ir.Domain):
             L, blist = domain.level, domain.blocks

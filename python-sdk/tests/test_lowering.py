@@ -911,3 +911,46 @@ def test_all_fragments_encode_to_valid_documents():
         # temporaries never collide with the inputs or the result
         outs = [o["field"] for s in d["stages"] for t in s["templates"] for o in t["outputs"]]
         assert fr.out_field in outs and 7 not in outs and 8 not in outs
+
+
+# ---------------------------------------------------------------------------
+# blocks entirely covered by finer levels (COV-4, COV-6)
+
+
+def test_fully_covered_with_overlapping_and_partial_coverage():
+    box = ((0, 0, 0), (7, 7, 7))
+    # two overlapping halves cover it; one cell short does not
+    assert lw.fully_covered(box, [((0, 0, 0), (4, 7, 7)), ((3, 0, 0), (7, 7, 7))])
+    assert not lw.fully_covered(box, [((0, 0, 0), (4, 7, 7)), ((5, 0, 0), (7, 7, 6))])
+    # eight octants plus strays, in any order
+    octants = [((x, y, z), (x + 3, y + 3, z + 3)) for x in (0, 4) for y in (0, 4) for z in (0, 4)]
+    assert lw.fully_covered(box, [((20, 20, 20), (30, 30, 30))] + octants[::-1])
+    assert not lw.fully_covered(box, octants[:-1])
+    assert not lw.fully_covered(box, [])
+    # too many parts to follow: keep the block
+    stripes = [((x, 0, 0), (x, 7, 7)) for x in range(8)]
+    assert lw.fully_covered(box, stripes)
+    assert not lw.fully_covered(box, stripes, max_pieces=3)
+
+
+def covered_block_meta():
+    """Level 0: two 4^3 blocks side by side; level 1 refines all of block 1 and
+    half of block 0."""
+    l0 = level(1 / 8, [((0, 0, 0), (3, 3, 3)), ((4, 0, 0), (7, 3, 3))])
+    l1 = level(1 / 16, [((4, 0, 0), (15, 7, 7))])
+    return runmeta(l0, l1)
+
+
+def test_histogram_and_projection_leave_out_fully_covered_blocks():
+    rm = covered_block_meta()
+    h = doc(lw.histogram1d_plan(rm, 1, (0.0, 1.0), 4, 99))
+    acc = stage_by_name(h, "hist1d_accumulate")
+    assert [t["domain"] for t in acc["templates"]] == [
+        {"step": 0, "level": 1, "blocks": None}, {"step": 0, "level": 0, "blocks": [0]}]
+    p = doc(lw.projection_plan(rm, 1, "z", (0.0, 0.5), (0.0, 0.0, 1.0, 0.5), (8, 4), 98))
+    assert [t["domain"] for t in stage_by_name(p, "project_l0")["templates"]] == [{"step": 0, "level": 0, "blocks": [0]}]
+    # a slab that misses the refined region keeps both blocks
+    rm2 = runmeta(level(1 / 8, [((0, 0, 0), (3, 3, 7)), ((4, 0, 0), (7, 3, 7))]),
+                  level(1 / 16, [((8, 0, 0), (15, 7, 7))]))
+    p2 = doc(lw.projection_plan(rm2, 1, "z", (0.5, 1.0), (0.0, 0.0, 1.0, 0.5), (8, 4), 98))
+    assert stage_by_name(p2, "project_l0")["templates"][0]["domain"]["blocks"] == [0, 1]
