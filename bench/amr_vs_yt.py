@@ -11,10 +11,10 @@ Both engines run in the same session on the same machine, one process each:
   is the time after `yt.load` returned.
 
 With --cold (needs root) the page cache is dropped before every run, and the
-achieved read bandwidth of our runs (bytes of the field's FAB components over
-compute time) is compared with the disk's sequential read bandwidth measured
-by dd in the same session (the best of O_DIRECT and buffered cold reads,
-before and after the runs).
+achieved read bandwidth of our runs (bytes of the field's FAB components the
+plan reads, over compute time) is compared with the disk's sequential read
+bandwidth measured by dd in the same session (the best of O_DIRECT and
+buffered cold reads, before and after the runs).
 
     /usr/bin/python3 bench/amr_vs_yt.py [--synthetic-bytes 1.5e9] [--cold]
 """
@@ -131,6 +131,30 @@ def field_bytes(meta, plotfile, field):
     return total
 
 
+def plan_read_bytes(plan, meta, fid, field):
+    """Bytes of the field's FAB components that the plan's tasks read: every
+    block of a template reading dataset field `fid` once (lowering leaves out
+    blocks that finer levels cover entirely)."""
+    dt = meta.get("variable_info", {}).get(field, {}).get("type", "float64")
+    width = 4 if dt == "float32" else 8
+    blocks = set()
+    for st in plan["stages"]:
+        for t in st["templates"]:
+            if not any(i.get("field") == fid for i in t.get("inputs", [])):
+                continue
+            L = t["domain"]["level"]
+            listed = t["domain"]["blocks"]
+            blocks.update((L, b) for b in (range(len(meta["level_boxes"][L])) if listed is None else listed))
+    total = 0
+    for L, b in blocks:
+        lo, hi = meta["level_boxes"][L][b]
+        n = 1
+        for a in range(len(lo)):
+            n *= hi[a] - lo[a] + 1
+        total += n * width
+    return total
+
+
 def cell_h_range(plotfile, field, meta):
     """Field range from the Cell_H min/max matrices (cheap text read)."""
     comp = meta["var_names"].index(field)
@@ -183,7 +207,8 @@ def run_ours(worker, plotfile, meta, op, field, axis, res, rng, bins, cold):
         arr = np.load(os.path.join(out_dir, chunk["file"]))
         wall = time.perf_counter() - t0
         check = float(np.nansum(arr))
-        return {"wall": wall, "compute": manifest["seconds"], "check": check}
+        return {"wall": wall, "compute": manifest["seconds"], "check": check,
+                "read_bytes": plan_read_bytes(json.loads(frag.plan().to_json()), meta, fid, field)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -228,9 +253,12 @@ def bench_dataset(label, plotfile, field, worker, repeats, cold, results):
         }
         row["ratio_wall"] = row["yt_wall"] / row["ours_wall"]
         row["ratio_compute"] = row["yt_compute"] / row["ours_compute"]
-        row["ours_read_bandwidth"] = nbytes / row["ours_compute"] if op != "slice" else None
+        # What the plan reads (covered blocks left out), over compute time.
+        row["ours_read_bytes"] = ours[0]["read_bytes"]
+        row["ours_read_bandwidth"] = row["ours_read_bytes"] / row["ours_compute"] if op != "slice" else None
         results.append(row)
-        bw = f"{row['ours_read_bandwidth'] / 1e9:.2f} GB/s" if row["ours_read_bandwidth"] else "-"
+        bw = (f"{row['ours_read_bandwidth'] / 1e9:.2f} GB/s of {row['ours_read_bytes'] / 2**20:.1f} MiB"
+              if row["ours_read_bandwidth"] else "-")
         print(f"  {op:<10} ours {row['ours_wall']:7.3f} s wall {row['ours_compute']:7.3f} s compute | "
               f"yt {row['yt_wall']:7.3f} s wall {row['yt_compute']:7.3f} s compute | "
               f"x{row['ratio_wall']:.1f} wall x{row['ratio_compute']:.1f} compute | read {bw}", file=sys.stderr)
