@@ -2,7 +2,8 @@
 # Chunk transfer throughput of the rank-to-rank transport against ucx_perftest
 # (tag_bw, same transport, same sizes) in one run on this machine.
 #   bash bench/run_transfer.sh [--quick] [--repeats N]
-# For each transport and size, N rounds (default 3) run, back to back:
+# For each transport and size, N rounds (default 3) run, back to back, each
+# moving 4 GiB (--quick: 128 MiB):
 #   ours with one source buffer (tag_bw also sends one buffer over and over),
 #   ucx_perftest tag_bw,
 #   ours with 16 source buffers round robin (a rank sending chunks it holds);
@@ -19,7 +20,10 @@ if [[ ! -x "$bin" ]]; then
 fi
 command -v ucx_perftest >/dev/null || { echo "ucx_perftest not found (Debian ucx-utils)" >&2; exit 1; }
 sizes=(65536 1048576 4194304 16777216)
-per_size=$((1 << 30))
+# 4 GiB per run: a run over shared memory then lasts about a quarter second
+# rather than a few tens of milliseconds, long enough that a scheduling
+# hiccup does not decide the figure.
+per_size=$((4 << 30))
 repeats=3
 while [[ $# -gt 0 ]]; do
   case "$1" in
