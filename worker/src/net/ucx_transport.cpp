@@ -5,8 +5,10 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstdio>
 #include <cstring>
 #include <deque>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -136,6 +138,7 @@ class UcxTransport final : public Transport {
     ep.err_handler.arg = &peer_args_.emplace_back(PeerArg{this, peer});
     ucx_check(ucp_ep_create(worker_, &ep, &eps_[static_cast<std::size_t>(peer)]),
               "connecting to rank " + std::to_string(peer));
+    if (!copies_through_shared_memory(eps_[static_cast<std::size_t>(peer)])) ahead_bytes_ = kNetworkAheadBytes;
   }
 
   std::uint64_t post_send(int peer, const ChunkId& id, ConstBufferPtr buffer, std::uint32_t aux) override {
@@ -247,20 +250,19 @@ class UcxTransport final : public Transport {
   // Takes headers that have arrived (matching tag/mask) and posts their
   // payloads' receives ahead of the caller, so the next chunk moves while the
   // caller handles the last. Bounded in chunks and bytes (one chunk is always
-  // allowed): at most kAheadChunks chunks unless they are small, and never
-  // more than the receive window. More chunks ahead add no transfer in
-  // parallel on shared memory, where the receiver itself copies each
-  // payload, and on TCP they only compete for one stream; but each one is
-  // another destination buffer, and the copies leave the processor's caches
-  // (bench/README.md).
+  // allowed): kAheadChunks chunks, more while they total less than
+  // ahead_bytes_, and never more than the receive window. On shared memory
+  // the receiver itself copies each payload, so more chunks ahead add no
+  // transfer in parallel, only destination buffers that push the copies out
+  // of the processor's caches; over a network each chunk's rendezvous costs
+  // a round trip, which a few more chunks ahead hide (bench/README.md).
   void pump(std::uint64_t tag, std::uint64_t mask) {
     constexpr std::size_t kMaxChunks = 32;
     constexpr std::size_t kAheadChunks = 2;
-    constexpr std::uint64_t kSmallAheadBytes = 1ull << 20;
     auto room = [&] {
       if (incoming_.empty()) return true;
       if (incoming_.size() >= kMaxChunks || incoming_bytes_ >= receive_window_) return false;
-      return incoming_.size() < kAheadChunks || incoming_bytes_ < kSmallAheadBytes;
+      return incoming_.size() < kAheadChunks || incoming_bytes_ < ahead_bytes_;
     };
     while (room()) {
       ucp_tag_recv_info_t info{};
@@ -361,7 +363,41 @@ class UcxTransport final : public Transport {
     }
   }
 
+  // Bytes of chunks posted ahead beyond kAheadChunks: shared memory only for
+  // small chunks, networks up to 4 MiB (1 MiB chunks: four ahead).
+  static constexpr std::uint64_t kSharedMemoryAheadBytes = 1ull << 20;
+  static constexpr std::uint64_t kNetworkAheadBytes = 4ull << 20;
+
+  // Whether UCX moves this endpoint's large messages by a cross-memory copy
+  // (its bulk lane is a shared-memory transport), read from the endpoint's
+  // description: lines such as "lane[1]: 2:cma/memory.0 md[2] -> ... rma_bw#0".
+  // Anything it cannot read counts as a network.
+  static bool copies_through_shared_memory(ucp_ep_h ep) {
+    char* text = nullptr;
+    std::size_t len = 0;
+    FILE* f = ::open_memstream(&text, &len);
+    if (f == nullptr) return false;
+    ucp_ep_print_info(ep, f);
+    std::fclose(f);
+    const std::string info(text != nullptr ? text : "", len);
+    std::free(text);
+    bool bulk_lane = false, shared = true;
+    std::size_t at = 0;
+    while (at < info.size()) {
+      std::size_t end = info.find('\n', at);
+      if (end == std::string::npos) end = info.size();
+      const std::string_view line(info.data() + at, end - at);
+      if (line.find("lane[") != std::string_view::npos && line.find("rma_bw") != std::string_view::npos) {
+        bulk_lane = true;
+        shared = shared && line.find("/memory") != std::string_view::npos;
+      }
+      at = end + 1;
+    }
+    return bulk_lane && shared;
+  }
+
   int rank_, world_size_;
+  std::uint64_t ahead_bytes_ = kSharedMemoryAheadBytes;
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
   std::vector<ucp_ep_h> eps_;
