@@ -8,7 +8,7 @@
 #   ucx_perftest tag_bw,
 #   ours with 16 source buffers round robin (a rank sending chunks it holds);
 # and the table gives the medians (MiB/s; UCX reports MB/s in units of 2^20
-# bytes) and the ratios ours / ucx_perftest.
+# bytes) and the median over rounds of each round's ratio ours / ucx_perftest.
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
@@ -50,24 +50,26 @@ theirs() {  # tls size
     awk '/^Final:/ {print $7}'
   wait "$server" || true
 }
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-
 printf '| transport | size | ours, 1 buffer | ucx_perftest | ratio | ours, 16 buffers | ratio |\n'
 printf '|---|---|---|---|---|---|---|\n'
 for tls in "tcp,self" "sm,self"; do
   for size in "${sizes[@]}"; do
-    a=(); b=(); c=()
+    rounds=()
     for ((r = 0; r < repeats; r++)); do
-      a+=("$(ours "$tls" "$size" 1)")
-      b+=("$(theirs "$tls" "$size")")
-      c+=("$(ours "$tls" "$size" 16)")
+      rounds+=("$(ours "$tls" "$size" 1) $(theirs "$tls" "$size") $(ours "$tls" "$size" 16)")
     done
-    one="$(median "${a[@]}")"; ref="$(median "${b[@]}")"; many="$(median "${c[@]}")"
-    /usr/bin/python3 - "$tls" "$size" "$one" "$ref" "$many" <<'PY'
+    /usr/bin/python3 - "$tls" "$size" "${rounds[@]}" <<'PY'
+import statistics
 import sys
-tls, size, one, ref, many = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:])
-r = lambda x: f"{x / ref:.2f}" if ref else "n/a"
-print(f"| {tls} | {size} | {one:.0f} | {ref:.0f} | {r(one)} | {many:.0f} | {r(many)} |")
+tls, size = sys.argv[1], int(sys.argv[2])
+rounds = [[float(x) for x in r.split()] for r in sys.argv[3:]]
+one, ref, many = (statistics.median(r[i] for r in rounds) for i in range(3))
+# Each round's own ratio: ours and tag_bw run back to back, so a slow
+# stretch of the machine weighs on both sides of one ratio.
+def ratio(i):
+    paired = [r[i] / r[1] for r in rounds if r[1] > 0]
+    return f"{statistics.median(paired):.2f}" if paired else "n/a"
+print(f"| {tls} | {size} | {one:.0f} | {ref:.0f} | {ratio(0)} | {many:.0f} | {ratio(2)} |")
 PY
   done
 done
