@@ -243,26 +243,14 @@ void histogram1d_accumulate(KernelContext& ctx) {
     const std::array<int, 3> order = ks::memory_order(values.descriptor());
     // Reads the values buffer when there are no weights; never used then.
     const Buffer& wbuf = weights != nullptr ? *weights : values;
-    if (weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(axis.bins)) {
-      BinCounts counts(static_cast<std::uint64_t>(axis.bins));
-      RunBinner runs(axis.binner);
-      visit_real(values, values.rank(), [&](auto gx) {
-        const std::int64_t sx = gx.s[order[2]];
-        const std::int64_t n = box.extent(order[2]);
-        ks::for_each_line(box, order, ctx.covered,
-                          [&](std::int64_t a0, std::int64_t a1, const std::uint8_t* covered) {
-                            const auto* xl = gx.base + a0 * gx.s[order[0]] + a1 * gx.s[order[1]];
-                            for_each_run(n, [&](std::int64_t start, std::size_t m) {
-                              const std::int32_t* b = runs.bin(xl, sx, start, m);
-                              const std::uint8_t* cov = covered != nullptr ? covered + start : nullptr;
-                              counts.count(static_cast<std::int64_t>(m), [&](std::int64_t t) {
-                                return cov != nullptr && cov[t] != 0 ? std::int64_t{-1} : std::int64_t{b[t]};
-                              });
-                            });
-                          });
-      });
-      counts.add_to(hist);
-      return;
+    // Unweighted histograms count runs of samples at once; weighted ones add
+    // sample by sample, in order.
+    const bool counting = weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(axis.bins);
+    std::optional<BinCounts> counts;
+    std::optional<RunBinner> runs;
+    if (counting) {
+      counts.emplace(static_cast<std::uint64_t>(axis.bins));
+      runs.emplace(axis.binner);
     }
     visit_real(values, values.rank(), [&](auto gx) {
       visit_real(wbuf, wbuf.rank(), [&](auto gw) {
@@ -274,6 +262,16 @@ void histogram1d_accumulate(KernelContext& ctx) {
                           [&](std::int64_t a0, std::int64_t a1, const std::uint8_t* covered) {
                             const auto* xl = gx.base + a0 * gx.s[order[0]] + a1 * gx.s[order[1]];
                             const auto* wl = gw.base + a0 * gw.s[order[0]] + a1 * gw.s[order[1]];
+                            if (counting) {
+                              for_each_run(n, [&](std::int64_t start, std::size_t m) {
+                                const std::int32_t* b = runs->bin(xl, sx, start, m);
+                                const std::uint8_t* cov = covered != nullptr ? covered + start : nullptr;
+                                counts->count(static_cast<std::int64_t>(m), [&](std::int64_t t) {
+                                  return cov != nullptr && cov[t] != 0 ? std::int64_t{-1} : std::int64_t{b[t]};
+                                });
+                              });
+                              return;
+                            }
                             for (std::int64_t t = 0; t < n; ++t) {
                               if (covered != nullptr && covered[t] != 0) continue;
                               const auto xv = static_cast<double>(xl[t * sx]);
@@ -287,6 +285,7 @@ void histogram1d_accumulate(KernelContext& ctx) {
                           });
       });
     });
+    if (counting) counts->add_to(hist);
     return;
   }
 
@@ -347,36 +346,15 @@ void histogram2d_accumulate(KernelContext& ctx) {
     const std::array<int, 3> order = ks::memory_order(xbuf.descriptor());
     // Reads the x buffer when there are no weights; never used then.
     const Buffer& wbuf = weights != nullptr ? *weights : xbuf;
-    if (weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(ax.bins) &&
-        RunBinner::serves(ay.bins)) {
-      BinCounts counts(cells);
-      RunBinner x_runs(ax.binner);
-      RunBinner y_runs(ay.binner);
-      visit_real(xbuf, xbuf.rank(), [&](auto gx) {
-        visit_real(ybuf, ybuf.rank(), [&](auto gy) {
-          const std::int64_t sx = gx.s[order[2]];
-          const std::int64_t sy = gy.s[order[2]];
-          const std::int64_t n = box.extent(order[2]);
-          ks::for_each_line(
-              box, order, ctx.covered,
-              [&](std::int64_t a0, std::int64_t a1, const std::uint8_t* covered) {
-                const auto* xl = gx.base + a0 * gx.s[order[0]] + a1 * gx.s[order[1]];
-                const auto* yl = gy.base + a0 * gy.s[order[0]] + a1 * gy.s[order[1]];
-                const std::int64_t ny_bins = ay.bins;
-                for_each_run(n, [&](std::int64_t start, std::size_t m) {
-                  const std::int32_t* bx = x_runs.bin(xl, sx, start, m);
-                  const std::int32_t* by = y_runs.bin(yl, sy, start, m);
-                  const std::uint8_t* cov = covered != nullptr ? covered + start : nullptr;
-                  counts.count(static_cast<std::int64_t>(m), [&](std::int64_t t) {
-                    if ((cov != nullptr && cov[t] != 0) || bx[t] < 0 || by[t] < 0) return std::int64_t{-1};
-                    return std::int64_t{bx[t]} * ny_bins + by[t];
-                  });
-                });
-              });
-        });
-      });
-      counts.add_to(hist);
-      return;
+    const bool counting = weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(ax.bins) &&
+                          RunBinner::serves(ay.bins);
+    std::optional<BinCounts> counts;
+    std::optional<RunBinner> x_runs;
+    std::optional<RunBinner> y_runs;
+    if (counting) {
+      counts.emplace(cells);
+      x_runs.emplace(ax.binner);
+      y_runs.emplace(ay.binner);
     }
     visit_real(xbuf, xbuf.rank(), [&](auto gx) {
       visit_real(ybuf, ybuf.rank(), [&](auto gy) {
@@ -392,6 +370,19 @@ void histogram2d_accumulate(KernelContext& ctx) {
                 const auto* xl = gx.base + a0 * gx.s[order[0]] + a1 * gx.s[order[1]];
                 const auto* yl = gy.base + a0 * gy.s[order[0]] + a1 * gy.s[order[1]];
                 const auto* wl = gw.base + a0 * gw.s[order[0]] + a1 * gw.s[order[1]];
+                if (counting) {
+                  const std::int64_t ny_bins = ay.bins;
+                  for_each_run(n, [&](std::int64_t start, std::size_t m) {
+                    const std::int32_t* bx = x_runs->bin(xl, sx, start, m);
+                    const std::int32_t* by = y_runs->bin(yl, sy, start, m);
+                    const std::uint8_t* cov = covered != nullptr ? covered + start : nullptr;
+                    counts->count(static_cast<std::int64_t>(m), [&](std::int64_t t) {
+                      if ((cov != nullptr && cov[t] != 0) || bx[t] < 0 || by[t] < 0) return std::int64_t{-1};
+                      return std::int64_t{bx[t]} * ny_bins + by[t];
+                    });
+                  });
+                  return;
+                }
                 for (std::int64_t t = 0; t < n; ++t) {
                   if (covered != nullptr && covered[t] != 0) continue;
                   const auto xv = static_cast<double>(xl[t * sx]);
@@ -407,6 +398,7 @@ void histogram2d_accumulate(KernelContext& ctx) {
         });
       });
     });
+    if (counting) counts->add_to(hist);
     return;
   }
 
