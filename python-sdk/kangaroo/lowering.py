@@ -810,42 +810,71 @@ def _clip_axis(box: Any, axis: int, irange: Tuple[int, int]) -> BlockBox:
     return BlockBox(tuple(lo), tuple(hi))  # type: ignore[arg-type]
 
 
+def _meets(a: BlockBox, b: BlockBox) -> bool:
+    return all(a.lo[x] <= b.hi[x] and b.lo[x] <= a.hi[x] for x in range(3))
+
+
+class CoverageIndex:
+    """Coverage boxes bucketed on a grid whose cells are as large as the
+    largest box given (coverage or ``blocks``), so a box meets at most eight
+    cells and a query costs what the boxes near it cost, not the whole list.
+    """
+
+    def __init__(self, coverage: Sequence[Any], blocks: Sequence[Any] = ()) -> None:
+        self.boxes = [BlockBox.of(c) for c in coverage]
+        every = self.boxes + [BlockBox.of(b) for b in blocks]
+        self.cell = tuple(max([1] + [b.hi[x] - b.lo[x] + 1 for b in every]) for x in range(3))
+        self.cells: Dict[Tuple[int, int, int], List[int]] = {}
+        for i, c in enumerate(self.boxes):
+            for key in self._keys(c):
+                self.cells.setdefault(key, []).append(i)
+
+    def _keys(self, box: BlockBox) -> Iterable[Tuple[int, int, int]]:
+        r = [range(box.lo[x] // self.cell[x], box.hi[x] // self.cell[x] + 1) for x in range(3)]
+        return ((i, j, k) for i in r[0] for j in r[1] for k in r[2])
+
+    def meeting(self, box: BlockBox) -> List[BlockBox]:
+        found = sorted({i for key in self._keys(box) for i in self.cells.get(key, ())})
+        return [self.boxes[i] for i in found if _meets(self.boxes[i], box)]
+
+    def covers(self, box: Any, *, max_pieces: int = 4096) -> bool:
+        """True when every cell of ``box`` lies in some coverage box (the boxes
+        may overlap). The box is cut into the parts no coverage box has taken
+        yet; past ``max_pieces`` parts the answer is False, which only keeps a
+        block that could have gone."""
+        box = BlockBox.of(box)
+        near = self.meeting(box)
+        pending = [box]
+        seen = 0
+        while pending:
+            b = pending.pop()
+            c = next((c for c in near if _meets(b, c)), None)
+            if c is None:
+                return False
+            lo, hi = list(b.lo), list(b.hi)
+            for x in range(3):  # the parts of b outside c, axis by axis
+                if lo[x] < c.lo[x]:
+                    plo, phi = list(lo), list(hi)
+                    phi[x] = c.lo[x] - 1
+                    pending.append(BlockBox(tuple(plo), tuple(phi)))  # type: ignore[arg-type]
+                    lo[x] = c.lo[x]
+                if hi[x] > c.hi[x]:
+                    plo, phi = list(lo), list(hi)
+                    plo[x] = c.hi[x] + 1
+                    pending.append(BlockBox(tuple(plo), tuple(phi)))  # type: ignore[arg-type]
+                    hi[x] = c.hi[x]
+            seen += 1
+            if seen > max_pieces:
+                return False
+        return True
+
+
 def fully_covered(box: Any, coverage: Sequence[Any], *, max_pieces: int = 4096) -> bool:
     """True when every cell of ``box`` lies in some box of ``coverage`` (which
     may overlap). Such a block contributes nothing to an operator that masks
-    ``coverage``, so its task and its read can be left out. The box is cut
-    into the parts no coverage box has taken yet; past ``max_pieces`` parts
-    the answer is False, which only keeps a block that could have gone."""
-    box = BlockBox.of(box)
-    boxes = [BlockBox.of(c) for c in coverage]
-
-    def meets(a: BlockBox, b: BlockBox) -> bool:
-        return all(a.lo[x] <= b.hi[x] and b.lo[x] <= a.hi[x] for x in range(3))
-
-    boxes = [c for c in boxes if meets(c, box)]
-    pending = [box]
-    seen = 0
-    while pending:
-        b = pending.pop()
-        c = next((c for c in boxes if meets(b, c)), None)
-        if c is None:
-            return False
-        lo, hi = list(b.lo), list(b.hi)
-        for x in range(3):  # the parts of b outside c, axis by axis
-            if lo[x] < c.lo[x]:
-                plo, phi = list(lo), list(hi)
-                phi[x] = c.lo[x] - 1
-                pending.append(BlockBox(tuple(plo), tuple(phi)))  # type: ignore[arg-type]
-                lo[x] = c.lo[x]
-            if hi[x] > c.hi[x]:
-                plo, phi = list(lo), list(hi)
-                plo[x] = c.hi[x] + 1
-                pending.append(BlockBox(tuple(plo), tuple(phi)))  # type: ignore[arg-type]
-                hi[x] = c.hi[x]
-        seen += 1
-        if seen > max_pieces:
-            return False
-    return True
+    ``coverage``, so its task and its read can be left out. For many blocks
+    against one coverage list, build a :class:`CoverageIndex` once."""
+    return CoverageIndex(coverage, [box]).covers(box, max_pieces=max_pieces)
 
 
 def select_blocks(level: LevelMeta, axis: Any, irange: Tuple[int, int], rect: Sequence[float]) -> List[int]:
@@ -1218,8 +1247,9 @@ def projection_plan(
     for L in range(len(levels) - 1, -1, -1):
         cov = slab_coverage(levels, a, r, L)
         # Blocks whose cells in the slab are all covered by finer levels add nothing.
+        index = CoverageIndex(cov, levels[L].boxes)
         blocks = [b for b in select_blocks(levels[L], a, r[L], rect)
-                  if not fully_covered(_clip_axis(levels[L].boxes[b], a, r[L]), cov)]
+                  if not index.covers(_clip_axis(levels[L].boxes[b], a, r[L]))]
         if not blocks:
             continue
         selected[L] = blocks
@@ -1325,7 +1355,8 @@ def _histogram(
         work = []
         for L in range(len(levels) - 1, -1, -1):
             cov = volume_coverage(levels, L)
-            keep = [b for b, box in enumerate(levels[L].boxes) if not fully_covered(box, cov)]
+            index = CoverageIndex(cov, levels[L].boxes)
+            keep = [b for b, box in enumerate(levels[L].boxes) if not index.covers(box)]
             if keep:
                 work.append((L, keep, None if len(keep) == len(levels[L].boxes) else keep, cov))
     else:

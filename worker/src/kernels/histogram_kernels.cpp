@@ -48,10 +48,6 @@ BinAxis make_axis(std::string_view kernel, std::string_view name,
   return {math::HistogramBinner(range[0], range[1], bins), bins};
 }
 
-// Sample counts of an unweighted histogram. Consecutive cells of a smooth
-// field mostly fall in one bin; counting them in interleaved copies keeps each
-// increment from waiting on the one before. Counts are integers, so adding
-// them at the end gives exactly what adding 1.0 per sample does.
 // Bins of runs of samples along one line, up to kStagingElements at a time
 // with HistogramBinner::bin_many: f64 samples with unit stride are binned in
 // place, others are staged as doubles first.
@@ -91,6 +87,10 @@ void for_each_run(std::int64_t n, Fn&& fn) {
   }
 }
 
+// Sample counts of an unweighted histogram. Consecutive cells of a smooth
+// field mostly fall in one bin; counting them in interleaved copies keeps each
+// increment from waiting on the one before. Counts are integers, so adding
+// them at the end gives exactly what adding 1.0 per sample does.
 class BinCounts {
  public:
   static constexpr std::uint64_t kInterleavedUpTo = 4096;  // bins; more take one copy

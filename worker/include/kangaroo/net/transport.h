@@ -64,7 +64,8 @@ class Transport {
   virtual ConstBufferPtr try_receive(int& peer, ChunkId& id, std::uint32_t& aux) = 0;
   // Payload bytes whose receives may be posted ahead of the caller taking
   // the chunks (one chunk is always allowed). Within it the transport posts
-  // two chunks ahead, more only while they are small (see bench/README.md).
+  // two chunks ahead, more while they total under 1 MiB (shared memory) or
+  // 4 MiB (networks; see bench/README.md).
   // These buffers are outside a memory cap's accounting. Default
   // kDefaultReceiveWindow, or KANGAROO_RECEIVE_WINDOW bytes from the
   // environment.
