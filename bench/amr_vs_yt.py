@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Kangaroo against yt on AMReX plotfiles: slice, projection and histogram.
 
-Both engines run in the same session on the same machine, one process each:
+Both engines run in the same invocation on the same machine, one process each:
 
 * end-to-end: wall time from starting the process to the result being a numpy
   array in the measuring process (ours: `kangaroo-worker run` plus loading its
@@ -13,7 +13,7 @@ Both engines run in the same session on the same machine, one process each:
 With --cold (needs root) the page cache is dropped before every run, and the
 achieved read bandwidth of our runs (bytes of the field's FAB components the
 plan reads, over compute time) is compared with the disk's sequential read
-bandwidth measured by dd in the same session (the best of O_DIRECT and
+bandwidth measured by dd in the same invocation (the best of O_DIRECT and
 buffered cold reads, before and after the runs).
 
     /usr/bin/python3 bench/amr_vs_yt.py [--synthetic-bytes 1.5e9] [--cold]
