@@ -97,6 +97,27 @@ void round_trip(const char* tls) {
   ::close(sv[0]);
 }
 
+
+// Endpoint descriptions as UCX 1.13 prints them (ucp_ep_print_info).
+TEST(UcxEndpointInfo, SharedMemoryBulkLanesAreRecognised) {
+  const std::string shared =
+      "#\n# UCP endpoint\n#\n#               peer: <no debug data>\n"
+      "#                 lane[0]:  0:sysv/memory.0 md[0]           -> md[0]/sysv/sysdev[255] am am_bw#0\n"
+      "#                 lane[1]:  2:cma/memory.0 md[2]            -> md[2]/cma/sysdev[255] rma_bw#0\n"
+      "#\n#                tag_send: 0..<egr/short>..93..<egr/bcopy>..8256..<rndv>..(inf)\n";
+  const std::string tcp =
+      "#                 lane[0]:  0:tcp/lo.0 md[0]                -> md[0]/tcp/sysdev[255] rma_bw#0 am am_bw#0\n"
+      "#                 lane[1]:  1:tcp/eth0.0 md[0]              -> md[0]/tcp/sysdev[255] rma_bw#1 wireup\n";
+  const std::string mixed =
+      "#                 lane[0]:  2:cma/memory.0 md[2]            -> md[2]/cma/sysdev[255] rma_bw#0\n"
+      "#                 lane[1]:  1:tcp/eth0.0 md[0]              -> md[0]/tcp/sysdev[255] rma_bw#1";
+  EXPECT_TRUE(bulk_lanes_copy_through_shared_memory(shared));
+  EXPECT_FALSE(bulk_lanes_copy_through_shared_memory(tcp));
+  EXPECT_FALSE(bulk_lanes_copy_through_shared_memory(mixed));
+  EXPECT_FALSE(bulk_lanes_copy_through_shared_memory(""));
+  EXPECT_FALSE(bulk_lanes_copy_through_shared_memory("lane[0]: 0:sysv/memory.0 am am_bw#0"));  // no bulk lane
+}
+
 TEST(UcxTransport, RoundTripSharedMemory) { round_trip("sm,self"); }
 TEST(UcxTransport, RoundTripTcp) { round_trip("tcp,self"); }
 

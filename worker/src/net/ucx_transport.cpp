@@ -368,10 +368,9 @@ class UcxTransport final : public Transport {
   static constexpr std::uint64_t kSharedMemoryAheadBytes = 1ull << 20;
   static constexpr std::uint64_t kNetworkAheadBytes = 4ull << 20;
 
-  // Whether UCX moves this endpoint's large messages by a cross-memory copy
-  // (its bulk lane is a shared-memory transport), read from the endpoint's
-  // description: lines such as "lane[1]: 2:cma/memory.0 md[2] -> ... rma_bw#0".
-  // Anything it cannot read counts as a network.
+  // Whether UCX moves this endpoint's large messages by a cross-memory copy,
+  // read from the endpoint's description (UCX 1.13 has no query for an
+  // endpoint's transports). Anything it cannot read counts as a network.
   static bool copies_through_shared_memory(ucp_ep_h ep) {
     char* text = nullptr;
     std::size_t len = 0;
@@ -381,19 +380,7 @@ class UcxTransport final : public Transport {
     std::fclose(f);
     const std::string info(text != nullptr ? text : "", len);
     std::free(text);
-    bool bulk_lane = false, shared = true;
-    std::size_t at = 0;
-    while (at < info.size()) {
-      std::size_t end = info.find('\n', at);
-      if (end == std::string::npos) end = info.size();
-      const std::string_view line(info.data() + at, end - at);
-      if (line.find("lane[") != std::string_view::npos && line.find("rma_bw") != std::string_view::npos) {
-        bulk_lane = true;
-        shared = shared && line.find("/memory") != std::string_view::npos;
-      }
-      at = end + 1;
-    }
-    return bulk_lane && shared;
+    return bulk_lanes_copy_through_shared_memory(info);
   }
 
   int rank_, world_size_;
@@ -517,6 +504,22 @@ std::uint64_t effective_receive_window(std::uint64_t configured) {
     if (v > 0) return v;
   }
   return configured;
+}
+
+bool bulk_lanes_copy_through_shared_memory(std::string_view endpoint_info) {
+  bool bulk_lane = false, shared = true;
+  std::size_t at = 0;
+  while (at < endpoint_info.size()) {
+    std::size_t end = endpoint_info.find('\n', at);
+    if (end == std::string_view::npos) end = endpoint_info.size();
+    const std::string_view line = endpoint_info.substr(at, end - at);
+    if (line.find("lane[") != std::string_view::npos && line.find("rma_bw") != std::string_view::npos) {
+      bulk_lane = true;
+      shared = shared && line.find("/memory") != std::string_view::npos;
+    }
+    at = end + 1;
+  }
+  return bulk_lane && shared;
 }
 
 std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size) {

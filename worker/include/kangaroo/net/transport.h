@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "kangaroo/core/buffer.h"
@@ -37,6 +38,12 @@ constexpr std::uint64_t kDefaultReceiveWindow = 64ull << 20;
 // The receive window a rank uses: KANGAROO_RECEIVE_WINDOW bytes when the
 // environment sets a positive value, else `configured`.
 std::uint64_t effective_receive_window(std::uint64_t configured);
+
+// From a UCX endpoint's description (ucp_ep_print_info), whether its bulk
+// lanes ("rma_bw") all copy through shared memory (".../memory" transports,
+// e.g. "lane[1]:  2:cma/memory.0 md[2] -> ... rma_bw#0"). False when the text
+// names no bulk lane.
+bool bulk_lanes_copy_through_shared_memory(std::string_view endpoint_info);
 
 class Transport {
  public:
