@@ -190,8 +190,9 @@ def run_ours(worker, plotfile, meta, op, field, axis, res, rng, bins, cold):
     try:
         plan_path = os.path.join(tmp, "plan.json")
         rm_path = os.path.join(tmp, "runmeta.json")
+        plan_json = frag.plan().to_json()
         with open(plan_path, "w") as f:
-            f.write(frag.plan().to_json())
+            f.write(plan_json)
         with open(rm_path, "w") as f:
             f.write(runmeta.to_json())
         out_dir = os.path.join(tmp, "out")
@@ -208,7 +209,7 @@ def run_ours(worker, plotfile, meta, op, field, axis, res, rng, bins, cold):
         wall = time.perf_counter() - t0
         check = float(np.nansum(arr))
         return {"wall": wall, "compute": manifest["seconds"], "check": check,
-                "read_bytes": plan_read_bytes(json.loads(frag.plan().to_json()), meta, fid, field)}
+                "read_bytes": plan_read_bytes(json.loads(plan_json), meta, fid, field)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

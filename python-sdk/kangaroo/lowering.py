@@ -839,7 +839,8 @@ class CoverageIndex:
 
     def covers(self, box: Any, *, max_pieces: int = 4096) -> bool:
         """True when every cell of ``box`` lies in some coverage box (the boxes
-        may overlap). The box is cut into the parts no coverage box has taken
+        may overlap): a block an operator masking this coverage gets nothing
+        from, so its task and its read can be left out. The box is cut into the parts no coverage box has taken
         yet; past ``max_pieces`` parts the answer is False, which only keeps a
         block that could have gone."""
         box = BlockBox.of(box)
@@ -867,14 +868,6 @@ class CoverageIndex:
             if seen > max_pieces:
                 return False
         return True
-
-
-def fully_covered(box: Any, coverage: Sequence[Any], *, max_pieces: int = 4096) -> bool:
-    """True when every cell of ``box`` lies in some box of ``coverage`` (which
-    may overlap). Such a block contributes nothing to an operator that masks
-    ``coverage``, so its task and its read can be left out. For many blocks
-    against one coverage list, build a :class:`CoverageIndex` once."""
-    return CoverageIndex(coverage, [box]).covers(box, max_pieces=max_pieces)
 
 
 def select_blocks(level: LevelMeta, axis: Any, irange: Tuple[int, int], rect: Sequence[float]) -> List[int]:

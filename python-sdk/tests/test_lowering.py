@@ -917,20 +917,24 @@ def test_all_fragments_encode_to_valid_documents():
 # blocks entirely covered by finer levels (COV-4, COV-6)
 
 
+def fully_covered(box, coverage, **kw):
+    return lw.CoverageIndex(coverage, [box]).covers(box, **kw)
+
+
 def test_fully_covered_with_overlapping_and_partial_coverage():
     box = ((0, 0, 0), (7, 7, 7))
     # two overlapping halves cover it; one cell short does not
-    assert lw.fully_covered(box, [((0, 0, 0), (4, 7, 7)), ((3, 0, 0), (7, 7, 7))])
-    assert not lw.fully_covered(box, [((0, 0, 0), (4, 7, 7)), ((5, 0, 0), (7, 7, 6))])
+    assert fully_covered(box, [((0, 0, 0), (4, 7, 7)), ((3, 0, 0), (7, 7, 7))])
+    assert not fully_covered(box, [((0, 0, 0), (4, 7, 7)), ((5, 0, 0), (7, 7, 6))])
     # eight octants plus strays, in any order
     octants = [((x, y, z), (x + 3, y + 3, z + 3)) for x in (0, 4) for y in (0, 4) for z in (0, 4)]
-    assert lw.fully_covered(box, [((20, 20, 20), (30, 30, 30))] + octants[::-1])
-    assert not lw.fully_covered(box, octants[:-1])
-    assert not lw.fully_covered(box, [])
+    assert fully_covered(box, [((20, 20, 20), (30, 30, 30))] + octants[::-1])
+    assert not fully_covered(box, octants[:-1])
+    assert not fully_covered(box, [])
     # too many parts to follow: keep the block
     stripes = [((x, 0, 0), (x, 7, 7)) for x in range(8)]
-    assert lw.fully_covered(box, stripes)
-    assert not lw.fully_covered(box, stripes, max_pieces=3)
+    assert fully_covered(box, stripes)
+    assert not fully_covered(box, stripes, max_pieces=3)
 
 
 def covered_block_meta():

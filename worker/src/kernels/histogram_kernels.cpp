@@ -33,8 +33,8 @@ WeightMode parse_weight_mode(std::string_view kernel, const std::string& mode) {
 
 struct BinAxis {
   math::HistogramBinner binner;
-  std::int64_t bins = 0;
 
+  std::int64_t bins() const { return binner.bins(); }
   std::int64_t bin(double x) const { return binner(x); }
 };
 
@@ -45,7 +45,7 @@ BinAxis make_axis(std::string_view kernel, std::string_view name,
   if (!math::valid_histogram_range(range[0], range[1])) {
     fail_kernel_params(kernel, std::string(name) + " must be finite and increasing (lo < hi)");
   }
-  return {math::HistogramBinner(range[0], range[1], bins), bins};
+  return {math::HistogramBinner(range[0], range[1], bins)};
 }
 
 // Bins of runs of samples along one line, up to kStagingElements at a time
@@ -226,7 +226,7 @@ void histogram1d_accumulate(KernelContext& ctx) {
   const bool grid_path = values.rank() == 3;
   const WeightRule rule =
       make_weight_rule(ctx, kName, p.weight_mode, weights != nullptr, grid_path);
-  double* hist = histogram_output(ctx, kName, static_cast<std::uint64_t>(axis.bins));
+  double* hist = histogram_output(ctx, kName, static_cast<std::uint64_t>(axis.bins()));
 
   auto add = [&](double x, std::optional<double> w) {
     const std::int64_t b = axis.bin(x);
@@ -245,11 +245,11 @@ void histogram1d_accumulate(KernelContext& ctx) {
     const Buffer& wbuf = weights != nullptr ? *weights : values;
     // Unweighted histograms count runs of samples at once; weighted ones add
     // sample by sample, in order.
-    const bool counting = weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(axis.bins);
+    const bool counting = weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(axis.bins());
     std::optional<BinCounts> counts;
     std::optional<RunBinner> runs;
     if (counting) {
-      counts.emplace(static_cast<std::uint64_t>(axis.bins));
+      counts.emplace(static_cast<std::uint64_t>(axis.bins()));
       runs.emplace(axis.binner);
     }
     visit_real(values, values.rank(), [&](auto gx) {
@@ -309,8 +309,8 @@ void histogram2d_accumulate(KernelContext& ctx) {
   const BinAxis ax = make_axis(kName, "x_range", p.x_range, p.bins[0]);
   const BinAxis ay = make_axis(kName, "y_range", p.y_range, p.bins[1]);
   std::uint64_t cells = 0;
-  if (__builtin_mul_overflow(static_cast<std::uint64_t>(ax.bins),
-                             static_cast<std::uint64_t>(ay.bins), &cells)) {
+  if (__builtin_mul_overflow(static_cast<std::uint64_t>(ax.bins()),
+                             static_cast<std::uint64_t>(ay.bins()), &cells)) {
     fail_kernel_params(kName, "bins overflow the output size");
   }
   if (ctx.inputs.size() < 2 || ctx.inputs.size() > 3) {
@@ -335,7 +335,7 @@ void histogram2d_accumulate(KernelContext& ctx) {
     if (by < 0) return;
     const double weight = w ? *w : rule.weight(x);
     if (!std::isfinite(weight)) return;
-    hist[bx * ay.bins + by] += weight;
+    hist[bx * ay.bins() + by] += weight;
   };
 
   if (grid_path) {
@@ -346,8 +346,8 @@ void histogram2d_accumulate(KernelContext& ctx) {
     const std::array<int, 3> order = ks::memory_order(xbuf.descriptor());
     // Reads the x buffer when there are no weights; never used then.
     const Buffer& wbuf = weights != nullptr ? *weights : xbuf;
-    const bool counting = weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(ax.bins) &&
-                          RunBinner::serves(ay.bins);
+    const bool counting = weights == nullptr && rule.mode == WeightMode::input && RunBinner::serves(ax.bins()) &&
+                          RunBinner::serves(ay.bins());
     std::optional<BinCounts> counts;
     std::optional<RunBinner> x_runs;
     std::optional<RunBinner> y_runs;
@@ -371,7 +371,7 @@ void histogram2d_accumulate(KernelContext& ctx) {
                 const auto* yl = gy.base + a0 * gy.s[order[0]] + a1 * gy.s[order[1]];
                 const auto* wl = gw.base + a0 * gw.s[order[0]] + a1 * gw.s[order[1]];
                 if (counting) {
-                  const std::int64_t ny_bins = ay.bins;
+                  const std::int64_t ny_bins = ay.bins();
                   for_each_run(n, [&](std::int64_t start, std::size_t m) {
                     const std::int32_t* bx = x_runs->bin(xl, sx, start, m);
                     const std::int32_t* by = y_runs->bin(yl, sy, start, m);
@@ -392,7 +392,7 @@ void histogram2d_accumulate(KernelContext& ctx) {
                   if (by < 0) continue;
                   const double weight = has_w ? static_cast<double>(wl[t * sw]) : rule.weight(xv);
                   if (!std::isfinite(weight)) continue;
-                  hist[bx * ay.bins + by] += weight;
+                  hist[bx * ay.bins() + by] += weight;
                 }
               });
         });
