@@ -6,7 +6,9 @@
 //
 //   kangaroo-bench-transfer [--sizes 65536,1048576,...] [--bytes-per-size N] [--window W]
 //                           [--source-buffers B]   (B written buffers sent round robin, default 16)
+//                           [--pin 1]   (rank 0 on the first allowed CPU, rank 1 on the second)
 // UCX_TLS selects the transport (e.g. tcp or sm,self), as for ucx_perftest.
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -35,6 +37,21 @@ std::vector<std::uint64_t> parse_sizes(const std::string& text) {
   return out;
 }
 
+// Pins this process to the `index`-th CPU it may run on; false when there
+// are not that many.
+bool pin_to_allowed_cpu(int index) {
+  cpu_set_t allowed;
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) return false;
+  for (int cpu = 0, seen = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &allowed) || seen++ != index) continue;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    return ::sched_setaffinity(0, sizeof one, &one) == 0;
+  }
+  return false;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -42,12 +59,14 @@ int main(int argc, char** argv) {
   std::uint64_t per_size = 1ull << 30;
   int window = 16;
   int sources = 16;
+  bool pin = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i], v = argv[i + 1];
     if (a == "--sizes") sizes = parse_sizes(v);
     else if (a == "--bytes-per-size") per_size = std::stoull(v);
     else if (a == "--window") window = std::stoi(v);
     else if (a == "--source-buffers") sources = std::stoi(v);
+    else if (a == "--pin") pin = v != "0";
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -59,6 +78,10 @@ int main(int argc, char** argv) {
   const int rank = child == 0 ? 1 : 0;
   const int fd = rank == 0 ? sv[0] : sv[1];
   ::close(rank == 0 ? sv[1] : sv[0]);
+  if (pin && !pin_to_allowed_cpu(rank)) {
+    std::fprintf(stderr, "rank %d: fewer than two CPUs to pin to\n", rank);
+    return 1;
+  }
   try {
     auto t = make_ucx_transport(rank, 2);
     t->connect(1 - rank, exchange_address(fd, t->address()));

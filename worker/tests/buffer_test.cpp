@@ -442,5 +442,21 @@ TEST(StoragePool, ReusesBlocksOfTheSameSize) {
   EXPECT_EQ(empty->size(), 0u);
 }
 
+// Blocks of a huge page and more are mappings of their own (huge-page
+// aligned); they are pooled and reused like small ones.
+TEST(StoragePool, LargeBlocksAreAlignedMappingsAndReused) {
+  constexpr std::size_t kSize = (std::size_t{5} << 20) + 123;
+  std::byte* first = nullptr;
+  {
+    auto s = Storage::allocate_pooled(kSize);
+    first = s->data();
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(first) % (std::uintptr_t{2} << 20), 0u);
+    std::memset(s->data(), 0x33, s->size());
+  }
+  auto again = Storage::allocate_pooled(kSize);
+  EXPECT_EQ(again->data(), first);
+  EXPECT_EQ(again->data()[kSize - 1], std::byte{0x33});  // the same block, as it was left
+}
+
 }  // namespace
 }  // namespace kangaroo

@@ -98,6 +98,72 @@ void round_trip(const char* tls) {
 }
 
 
+// Rank 0 posts 48 chunks of mixed sizes (eager and rendezvous payloads
+// interleaved) without waiting; rank 1 takes them with try_receive and must
+// see them in the order they were posted, each with its aux value and bytes,
+// with the given receive window (1 byte: one chunk at a time).
+void ordered_stream(const char* tls, std::uint64_t window) {
+  const std::uint64_t sizes[] = {8, 2u << 20, 70000, 1, 5u << 20, 4096};
+  auto descriptor = [&](int i) { return Descriptor::opaque_bytes(sizes[static_cast<std::size_t>(i) % std::size(sizes)]); };
+  constexpr int kChunks = 48;
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  ::setenv("UCX_TLS", tls, 1);
+  ::setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(sv[0]);
+    int rc = 0;
+    try {
+      auto t = make_ucx_transport(1, 2);
+      t->set_receive_window(window);
+      t->connect(0, exchange_address(sv[1], t->address()));
+      for (int i = 0; i < kChunks;) {
+        int peer = -1;
+        ChunkId id;
+        std::uint32_t aux = 0;
+        auto b = t->try_receive(peer, id, aux);
+        if (b == nullptr) {
+          t->progress();
+          continue;
+        }
+        const auto want = pattern(descriptor(i), i);
+        if (peer != 0 || id.block != i || aux != 1000u + static_cast<std::uint32_t>(i) ||
+            b->byte_size() != want->byte_size() || std::memcmp(b->data(), want->data(), want->byte_size()) != 0) {
+          std::fprintf(stderr, "rank 1: chunk %d arrived as block %d (aux %u, %llu bytes)\n", i, id.block, aux,
+                       static_cast<unsigned long long>(b->byte_size()));
+          rc = 1;
+          break;
+        }
+        ++i;
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rank 1: %s\n", e.what());
+      rc = 1;
+    }
+    const char done = 1;
+    (void)!::write(sv[1], &done, 1);
+    ::_exit(rc);
+  }
+  ::close(sv[1]);
+  {
+    auto t = make_ucx_transport(0, 2);
+    t->connect(1, exchange_address(sv[0], t->address()));
+    std::vector<std::uint64_t> tickets;
+    for (int i = 0; i < kChunks; ++i) {
+      tickets.push_back(t->post_send(1, ChunkId{0, 0, 1, 0, i}, pattern(descriptor(i), i), 1000u + static_cast<std::uint32_t>(i)));
+    }
+    for (auto k : tickets) t->wait(k);
+    char done = 0;
+    (void)!::read(sv[0], &done, 1);  // keep the endpoint until rank 1 has everything
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "rank 1 saw the stream out of order on " << tls;
+  ::close(sv[0]);
+}
+
 // Endpoint descriptions as UCX 1.13 prints them (ucp_ep_print_info).
 TEST(UcxEndpointInfo, SharedMemoryBulkLanesAreRecognised) {
   const std::string shared =
@@ -120,6 +186,9 @@ TEST(UcxEndpointInfo, SharedMemoryBulkLanesAreRecognised) {
 
 TEST(UcxTransport, RoundTripSharedMemory) { round_trip("sm,self"); }
 TEST(UcxTransport, RoundTripTcp) { round_trip("tcp,self"); }
+TEST(UcxTransport, StreamKeepsOrderSharedMemory) { ordered_stream("sm,self", kDefaultReceiveWindow); }
+TEST(UcxTransport, StreamKeepsOrderTcp) { ordered_stream("tcp,self", kDefaultReceiveWindow); }
+TEST(UcxTransport, StreamKeepsOrderOneChunkAtATime) { ordered_stream("tcp,self", 1); }
 
 TEST(WireHeader, EncodesAndRejects) {
   const std::uint64_t ext[] = {2, 3};
@@ -132,6 +201,13 @@ TEST(WireHeader, EncodesAndRejects) {
   EXPECT_TRUE(w.desc.same_layout(d));
   EXPECT_EQ(w.nbytes, 48u);
   EXPECT_FALSE(w.nonzero.has_value());
+  EXPECT_EQ(w.route.seq, 0u);
+  // The route (sequence number, sending rank, aux) travels with the chunk.
+  encode_wire_header(ChunkId{4, 2, 11, 1, 77}, *buf, h, WireRoute{0xfffffffeu, 3, 0x12345678u});
+  w = decode_wire_header(h);
+  EXPECT_EQ(w.route.seq, 0xfffffffeu);
+  EXPECT_EQ(w.route.source, 3u);
+  EXPECT_EQ(w.route.aux, 0x12345678u);
   // The footprint hint of a partial image travels with it.
   buf->set_nonzero_rect({0, 1, 1, 3});
   encode_wire_header(ChunkId{4, 2, 11, 1, 77}, *buf, h);
@@ -150,6 +226,9 @@ TEST(WireHeader, EncodesAndRejects) {
   EXPECT_THROW(decode_wire_header(bad), Error);
   std::memcpy(bad, h, sizeof h);
   bad[32] = std::byte{40};  // bytes disagree with the descriptor
+  EXPECT_THROW(decode_wire_header(bad), Error);
+  std::memcpy(bad, h, sizeof h);
+  bad[150] = std::byte{1};  // reserved
   EXPECT_THROW(decode_wire_header(bad), Error);
 }
 

@@ -244,6 +244,18 @@ void* map_zeroed(std::size_t size) {
   return p;
 }
 
+// Advises the whole huge pages inside [p, p + size) for transparent huge
+// pages: pages not yet touched there fault in as huge pages (glibc's fresh
+// mappings for large blocks; reused heap memory keeps the pages it has).
+// A chunk another rank copies out of this process then costs a few
+// page-table entries per copy instead of hundreds (cross-memory copies pin
+// the source pages one by one; bench/README.md).
+void advise_huge_pages(void* p, std::size_t size) {
+  const auto begin = (reinterpret_cast<std::uintptr_t>(p) + kHugePageBytes - 1) & ~(std::uintptr_t{kHugePageBytes} - 1);
+  const auto end = (reinterpret_cast<std::uintptr_t>(p) + size) & ~(std::uintptr_t{kHugePageBytes} - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
 [[noreturn]] void fail_allocation(std::size_t size) {
   fail(ErrorKind::buffer, "host allocation of " + std::to_string(size) + " bytes failed");
 }
@@ -376,6 +388,19 @@ void release_to_cache(std::byte* p, std::size_t capacity) { block_cache().give(p
 // dropped over and over at the same sizes (received chunks). Reused blocks
 // are already resident, so they skip the first-touch page faults of a fresh
 // allocation. Bounded: beyond the limit freed blocks go back to the system.
+// Blocks of a huge page and more are huge-page mappings (map_zeroed): a
+// received chunk is written by a cross-memory copy, which on small pages
+// spends much of its time pinning the pages one by one (bench/README.md).
+bool pool_maps(std::size_t size) { return size >= kHugePageBytes && huge_pages_enabled(); }
+void* pool_block(std::size_t size) { return pool_maps(size) ? map_zeroed(size) : std::malloc(size); }
+void pool_release(std::byte* p, std::size_t size) {
+  if (pool_maps(size)) {
+    ::munmap(p, size);
+  } else {
+    std::free(p);
+  }
+}
+
 class HostPool {
  public:
   explicit HostPool(std::size_t limit) : limit_(limit) {}
@@ -397,7 +422,7 @@ class HostPool {
         return;
       }
     }
-    std::free(p);
+    pool_release(p, size);
   }
 
  private:
@@ -423,7 +448,7 @@ void pooled_free(std::byte* p, std::size_t size) { host_pool().give(p, size); }
 std::shared_ptr<Storage> Storage::allocate_pooled(std::size_t size) {
   if (size == 0) return allocate_host(0, InitPolicy::uninitialized);
   std::byte* p = host_pool().take(size);
-  if (p == nullptr) p = static_cast<std::byte*>(std::malloc(size));
+  if (p == nullptr) p = static_cast<std::byte*>(pool_block(size));
   if (p == nullptr) fail_allocation(size);
   return std::make_shared<Storage>(p, size, MemoryLocation::host, &pooled_free);
 }
@@ -466,6 +491,7 @@ std::shared_ptr<Storage> Storage::allocate_host(std::size_t size, InitPolicy ini
   const std::size_t n = size == 0 ? 1 : size;
   void* p = init == InitPolicy::zero ? std::calloc(n, 1) : std::malloc(n);
   if (p == nullptr) fail_allocation(size);
+  if (size >= kHugePageBytes && huge_pages_enabled()) advise_huge_pages(p, size);
   return std::make_shared<Storage>(static_cast<std::byte*>(p), size, MemoryLocation::host, &free_host);
 }
 

@@ -19,7 +19,7 @@ namespace kangaroo {
 namespace {
 
 constexpr std::uint32_t kMagic = 0x4b434e4b;  // "KNCK"
-constexpr std::uint16_t kWireVersion = 3;
+constexpr std::uint16_t kWireVersion = 4;
 
 template <class T>
 void put(std::byte* out, std::size_t at, T v) {
@@ -37,23 +37,15 @@ void ucx_check(ucs_status_t status, const std::string& what) {
   if (status != UCS_OK) fail(ErrorKind::io, what + ": " + ucs_status_string(status));
 }
 
-// A chunk is two tag messages, both contiguous (UCX moves iov datatypes far
-// more slowly, on TCP about 7x): the header, tagged kind 1 | source rank
-// (24 bits) | aux (32 bits), then the payload, tagged kind 2 | source |
-// sequence number (32 bits, per sender and receiver) that the header
-// carries, so the receiver posts the payload's receive as soon as it knows
-// its size.
-constexpr std::uint64_t kHeaderKind = 1;
-constexpr std::uint64_t kPayloadKind = 2;
-constexpr std::uint64_t kFullMask = ~0ull;
-constexpr std::uint64_t kTagMask = 0xffffffff00000000ull;
-constexpr std::uint64_t kKindMask = 0xff00000000000000ull;
-std::uint64_t chunk_tag(int source, std::uint32_t aux = 0) {
-  return (kHeaderKind << 56) | (static_cast<std::uint64_t>(source) << 32) | aux;
-}
-std::uint64_t payload_tag(int source, std::uint32_t seq) {
-  return (kPayloadKind << 56) | (static_cast<std::uint64_t>(source) << 32) | seq;
-}
+// A chunk is one UCX active message: the wire header as the message's user
+// header, the payload as its data, sent from the buffer's own memory. Small
+// payloads arrive eagerly with the header and are copied out at once; large
+// ones announce themselves with the header (UCX's rendezvous request) and
+// move only when the receiver posts their destination, so the receiver
+// decides, per chunk, when to take the bytes (the receive window). Compared
+// with a header message followed by a payload message, the header rides on
+// the rendezvous request and the receiver matches nothing.
+constexpr unsigned kChunkMessage = 0x4b;
 
 class UcxTransport final : public Transport {
  public:
@@ -66,7 +58,7 @@ class UcxTransport final : public Transport {
     ucx_check(ucp_config_read(nullptr, nullptr, &config), "reading the UCX configuration");
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
-    params.features = UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
+    params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
     const ucs_status_t st = ucp_init(&params, config, &context_);
     ucp_config_release(config);
     ucx_check(st, "starting UCX");
@@ -77,27 +69,35 @@ class UcxTransport final : public Transport {
       ucp_cleanup(context_);
       ucx_check(ws, "creating the UCX worker");
     }
+    try {
+      ucp_worker_attr_t attr{};
+      attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
+      ucx_check(ucp_worker_query(worker_, &attr), "querying the UCX worker");
+      if (attr.max_am_header < kWireHeaderBytes) {
+        fail(ErrorKind::io, "UCX carries active-message headers of at most " + std::to_string(attr.max_am_header) +
+                                " bytes; chunk headers take " + std::to_string(kWireHeaderBytes));
+      }
+      ucp_am_handler_param_t hp{};
+      hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+      hp.id = kChunkMessage;
+      hp.cb = &UcxTransport::on_chunk;
+      hp.arg = this;
+      ucx_check(ucp_worker_set_am_recv_handler(worker_, &hp), "installing the chunk message handler");
+    } catch (...) {
+      ucp_worker_destroy(worker_);
+      ucp_cleanup(context_);
+      throw;
+    }
     eps_.assign(static_cast<std::size_t>(world_size), nullptr);
     send_seq_.assign(static_cast<std::size_t>(world_size), 0);
+    next_seq_.assign(static_cast<std::size_t>(world_size), 0);
     receive_window_ = effective_receive_window(kDefaultReceiveWindow);
     failed_.assign(static_cast<std::size_t>(world_size), UCS_OK);
   }
 
   ~UcxTransport() override {
-    for (auto& in : incoming_) {
-      if (in.request != nullptr) {
-        ucp_request_cancel(worker_, in.request);
-        ucp_request_free(in.request);
-      }
-    }
-    for (auto& [ticket, p] : pending_) {
-      for (void* r : {p.request, p.payload_request}) {
-        if (r != nullptr) {
-          ucp_request_cancel(worker_, r);
-          ucp_request_free(r);
-        }
-      }
-    }
+    for (auto& in : incoming_) release(in.request);
+    for (auto& [ticket, p] : pending_) release(p.request);
     for (auto* ep : eps_) {
       if (ep == nullptr) continue;
       ucp_request_param_t p{};
@@ -108,6 +108,10 @@ class UcxTransport final : public Transport {
         while (ucp_request_check_status(req) == UCS_INPROGRESS) ucp_worker_progress(worker_);
         ucp_request_free(req);
       }
+    }
+    // Rendezvous requests never taken: UCX keeps them until released.
+    for (auto& a : arrivals_) {
+      if (a.descriptor != nullptr) ucp_am_data_release(worker_, a.descriptor);
     }
     ucp_worker_destroy(worker_);
     ucp_cleanup(context_);
@@ -138,7 +142,10 @@ class UcxTransport final : public Transport {
     ep.err_handler.arg = &peer_args_.emplace_back(PeerArg{this, peer});
     ucx_check(ucp_ep_create(worker_, &ep, &eps_[static_cast<std::size_t>(peer)]),
               "connecting to rank " + std::to_string(peer));
-    if (!copies_through_shared_memory(eps_[static_cast<std::size_t>(peer)])) ahead_bytes_ = kNetworkAheadBytes;
+    if (!copies_through_shared_memory(eps_[static_cast<std::size_t>(peer)])) {
+      ahead_chunks_ = kNetworkAheadChunks;
+      ahead_bytes_ = kNetworkAheadBytes;
+    }
   }
 
   std::uint64_t post_send(int peer, const ChunkId& id, ConstBufferPtr buffer, std::uint32_t aux) override {
@@ -151,26 +158,19 @@ class UcxTransport final : public Transport {
     p.peer = peer;
     p.buffer = std::move(buffer);
     const auto payload = p.buffer->bytes();
-    const std::uint32_t seq = send_seq_[static_cast<std::size_t>(peer)]++;
-    encode_wire_header(id, *p.buffer, p.header, seq);
+    const WireRoute route{send_seq_[static_cast<std::size_t>(peer)]++, static_cast<std::uint32_t>(rank_), aux};
+    encode_wire_header(id, *p.buffer, p.header, route);
     ucp_request_param_t prm{};
     prm.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
     prm.datatype = ucp_dt_make_contig(1);
-    void* req = ucp_tag_send_nbx(ep, p.header, kWireHeaderBytes, chunk_tag(rank_, aux), &prm);
+    // The header stays in `p` until the send completes: UCX 1.13 may read it
+    // after this call returns.
+    void* req = ucp_am_send_nbx(ep, kChunkMessage, p.header, kWireHeaderBytes, payload.data(), payload.size(), &prm);
     if (UCS_PTR_IS_ERR(req)) {
       pending_.erase(ticket);
       ucx_check(UCS_PTR_STATUS(req), "sending chunk " + id.to_string() + " to rank " + std::to_string(peer));
     }
     p.request = req;  // nullptr: completed in place
-    if (!payload.empty()) {
-      void* preq = ucp_tag_send_nbx(ep, payload.data(), payload.size(), payload_tag(rank_, seq), &prm);
-      if (UCS_PTR_IS_ERR(preq)) {
-        // The header is out; the peer cannot recover the chunk, so the
-        // failure is the peer's as much as ours.
-        ucx_check(UCS_PTR_STATUS(preq), "sending chunk " + id.to_string() + " to rank " + std::to_string(peer));
-      }
-      p.payload_request = preq;
-    }
     return ticket;
   }
 
@@ -183,13 +183,10 @@ class UcxTransport final : public Transport {
     if (it == pending_.end()) return true;
     Pending& p = it->second;
     ucs_status_t st = UCS_OK;
-    for (void** r : {&p.request, &p.payload_request}) {
-      if (*r == nullptr) continue;
-      const ucs_status_t rs = ucp_request_check_status(*r);
-      if (rs == UCS_INPROGRESS) return false;
-      ucp_request_free(*r);
-      *r = nullptr;
-      if (rs != UCS_OK) st = rs;
+    if (p.request != nullptr) {
+      st = ucp_request_check_status(p.request);
+      if (st == UCS_INPROGRESS) return false;
+      ucp_request_free(p.request);
     }
     const int peer = p.peer;
     pending_.erase(it);
@@ -203,7 +200,7 @@ class UcxTransport final : public Transport {
   ConstBufferPtr receive(int peer, ChunkId& id) override {
     check_peer(peer);
     for (;;) {
-      pump(chunk_tag(peer), kTagMask);
+      pump(peer);
       for (auto it = incoming_.begin(); it != incoming_.end(); ++it) {
         if (it->peer != peer) continue;
         if (!finished(*it)) break;
@@ -216,7 +213,7 @@ class UcxTransport final : public Transport {
   }
 
   ConstBufferPtr try_receive(int& peer, ChunkId& id, std::uint32_t& aux) override {
-    pump(chunk_tag(0), kKindMask);
+    pump(-1);
     if (incoming_.empty() || !finished(incoming_.front())) return nullptr;
     peer = incoming_.front().peer;
     return pop(incoming_.begin(), id, aux);
@@ -238,60 +235,132 @@ class UcxTransport final : public Transport {
     return true;
   }
 
-  // A chunk whose header arrived and whose payload receive is posted.
+  std::string description() const override {
+    const char* tls = std::getenv("UCX_TLS");
+    return std::string("ucx ") + (tls != nullptr ? tls : "(default transports)");
+  }
+
+ private:
+  // A chunk whose header has arrived: its payload is either copied out
+  // already (eager) or waits, as UCX's rendezvous descriptor, for its
+  // destination.
+  struct Arrival {
+    WireChunk chunk;
+    std::shared_ptr<Storage> storage;  // eager payload
+    void* descriptor = nullptr;        // rendezvous payload
+  };
+  // A chunk handed to the caller in order: its payload is in `storage` once
+  // `request` (the rendezvous receive, if any) completes.
   struct Incoming {
     int peer = 0;
-    std::uint32_t aux = 0;
     WireChunk chunk;
     std::shared_ptr<Storage> storage;
     void* request = nullptr;
   };
+  struct Pending {
+    int peer = -1;
+    void* request = nullptr;
+    ConstBufferPtr buffer;
+    std::byte header[kWireHeaderBytes];
+  };
+  struct PeerArg {
+    UcxTransport* self;
+    int peer;
+  };
 
-  // Takes headers that have arrived (matching tag/mask) and posts their
-  // payloads' receives ahead of the caller, so the next chunk moves while the
-  // caller handles the last. Bounded in chunks and bytes (one chunk is always
-  // allowed): kAheadChunks chunks, more while they total less than
-  // ahead_bytes_, and never more than the receive window. On shared memory
-  // the receiver itself copies each payload, so more chunks ahead add no
-  // transfer in parallel, only destination buffers that push the copies out
-  // of the processor's caches; over a network each chunk's rendezvous costs
-  // a round trip, which a few more chunks ahead hide (bench/README.md).
-  void pump(std::uint64_t tag, std::uint64_t mask) {
+  // Called by UCX inside ucp_worker_progress for every chunk message. No
+  // exception may cross into UCX: a malformed message is kept as an error
+  // that the next receive raises.
+  static ucs_status_t on_chunk(void* arg, const void* header, std::size_t header_length, void* data,
+                               std::size_t length, const ucp_am_recv_param_t* param) noexcept {
+    auto* self = static_cast<UcxTransport*>(arg);
+    try {
+      if (header_length != kWireHeaderBytes) {
+        fail(ErrorKind::buffer, "message with a " + std::to_string(header_length) + "-byte header is not a chunk");
+      }
+      Arrival a;
+      a.chunk = decode_wire_header(static_cast<const std::byte*>(header));
+      const std::uint32_t source = a.chunk.route.source;
+      if (source >= static_cast<std::uint32_t>(self->world_size_)) {
+        fail(ErrorKind::buffer, "chunk message from rank " + std::to_string(source) + ", outside a world of " +
+                                    std::to_string(self->world_size_));
+      }
+      if (length != a.chunk.nbytes) {
+        fail(ErrorKind::buffer, "chunk message from rank " + std::to_string(source) + " carries " +
+                                    std::to_string(length) + " bytes where its header says " +
+                                    std::to_string(a.chunk.nbytes));
+      }
+      ucs_status_t keep = UCS_OK;
+      if ((param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0) {
+        a.descriptor = data;
+        keep = UCS_INPROGRESS;
+      } else {
+        a.storage = Storage::allocate_pooled(length);
+        if (length > 0) std::memcpy(a.storage->data(), data, length);
+      }
+      self->arrivals_.push_back(std::move(a));
+      return keep;
+    } catch (const std::exception& e) {
+      if (self->bad_message_.empty()) self->bad_message_ = e.what();
+    } catch (...) {
+      if (self->bad_message_.empty()) self->bad_message_ = "unreadable chunk message";
+    }
+    return UCS_OK;  // a dropped rendezvous completes the sender's request
+  }
+
+  // Moves arrived chunks, each peer's in the order it sent them, to the
+  // incoming queue (from `peer` only when peer >= 0) and starts their
+  // rendezvous receives ahead of the caller, so the next chunk moves while
+  // the caller handles the last. Bounded in chunks and bytes: ahead_chunks_
+  // chunks, more while they total less than ahead_bytes_, never more than
+  // the receive window; one chunk of the awaited peer is always allowed. On
+  // shared memory the receiver itself copies each payload, so more chunks
+  // ahead add no transfer in parallel, only destination buffers that push
+  // the copies out of the processor's caches; over a network each chunk's
+  // rendezvous costs a round trip, which a few more chunks ahead hide
+  // (bench/README.md).
+  void pump(int peer) {
+    if (!bad_message_.empty()) fail(ErrorKind::buffer, bad_message_);
     constexpr std::size_t kMaxChunks = 32;
-    constexpr std::size_t kAheadChunks = 2;
     auto room = [&] {
-      if (incoming_.empty()) return true;
-      if (incoming_.size() >= kMaxChunks || incoming_bytes_ >= receive_window_) return false;
-      return incoming_.size() < kAheadChunks || incoming_bytes_ < ahead_bytes_;
+      if (incoming_.size() >= kMaxChunks || incoming_bytes_ >= receive_window_) return !has_incoming(peer);
+      return incoming_.size() < ahead_chunks_ || incoming_bytes_ < ahead_bytes_ || !has_incoming(peer);
     };
     while (room()) {
-      ucp_tag_recv_info_t info{};
-      ucp_tag_message_h msg = ucp_tag_probe_nb(worker_, tag, mask, 1, &info);
-      if (msg == nullptr) return;
-      Incoming in;
-      in.peer = static_cast<int>((info.sender_tag >> 32) & 0xffffff);
-      in.aux = static_cast<std::uint32_t>(info.sender_tag & 0xffffffffu);
-      if (in.peer < 0 || in.peer >= world_size_ || info.length != kWireHeaderBytes) {
-        fail(ErrorKind::buffer, "message of " + std::to_string(info.length) + " bytes from rank " +
-                                    std::to_string(in.peer) + " is not a chunk header");
+      auto next = arrivals_.begin();
+      for (; next != arrivals_.end(); ++next) {
+        const int from = static_cast<int>(next->chunk.route.source);
+        if ((peer < 0 || from == peer) && next->chunk.route.seq == next_seq_[static_cast<std::size_t>(from)]) break;
       }
-      std::byte header[kWireHeaderBytes];
-      ucp_request_param_t prm{};
-      prm.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
-      prm.datatype = ucp_dt_make_contig(1);
-      complete(ucp_tag_msg_recv_nbx(worker_, header, kWireHeaderBytes, msg, &prm), in.peer);
-      std::uint32_t seq = 0;
-      in.chunk = decode_wire_header(header, &seq);
-      in.storage = Storage::allocate_pooled(in.chunk.nbytes);
-      if (in.chunk.nbytes > 0) {
-        void* req = ucp_tag_recv_nbx(worker_, in.storage->data(), in.chunk.nbytes, payload_tag(in.peer, seq), kFullMask,
-                                     &prm);
+      if (next == arrivals_.end()) return;
+      Arrival a = std::move(*next);
+      arrivals_.erase(next);
+      Incoming in;
+      in.peer = static_cast<int>(a.chunk.route.source);
+      ++next_seq_[static_cast<std::size_t>(in.peer)];
+      in.chunk = a.chunk;
+      if (a.descriptor != nullptr) {
+        in.storage = Storage::allocate_pooled(in.chunk.nbytes);
+        ucp_request_param_t prm{};
+        prm.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
+        prm.datatype = ucp_dt_make_contig(1);
+        void* req = ucp_am_recv_data_nbx(worker_, a.descriptor, in.storage->data(), in.chunk.nbytes, &prm);
         if (UCS_PTR_IS_ERR(req)) ucx_check(UCS_PTR_STATUS(req), "receiving from rank " + std::to_string(in.peer));
         in.request = req;
+      } else {
+        in.storage = std::move(a.storage);
       }
       incoming_bytes_ += in.chunk.nbytes;
       incoming_.push_back(std::move(in));
     }
+  }
+
+  bool has_incoming(int peer) const {
+    if (peer < 0) return !incoming_.empty();
+    for (const auto& in : incoming_) {
+      if (in.peer == peer) return true;
+    }
+    return false;
   }
 
   bool finished(Incoming& in) {
@@ -309,42 +378,17 @@ class UcxTransport final : public Transport {
     incoming_.erase(it);
     incoming_bytes_ -= in.chunk.nbytes;
     id = in.chunk.id;
-    aux = in.aux;
+    aux = in.chunk.route.aux;
     auto out = Buffer::wrap(in.chunk.desc, std::move(in.storage), 0, in.chunk.nbytes);
     if (in.chunk.nonzero) out->set_nonzero_rect(*in.chunk.nonzero);
     return out;
   }
 
-  void complete(void* req, int peer) {
-    if (UCS_PTR_IS_ERR(req)) ucx_check(UCS_PTR_STATUS(req), "receiving from rank " + std::to_string(peer));
-    ucs_status_t st = UCS_OK;
-    if (req != nullptr) {
-      while ((st = ucp_request_check_status(req)) == UCS_INPROGRESS) {
-        raise_if_failed(peer);
-        ucp_worker_progress(worker_);
-      }
-      ucp_request_free(req);
-    }
-    ucx_check(st, "receiving from rank " + std::to_string(peer));
+  void release(void* request) {
+    if (request == nullptr) return;
+    ucp_request_cancel(worker_, request);
+    ucp_request_free(request);
   }
-
-  std::string description() const override {
-    const char* tls = std::getenv("UCX_TLS");
-    return std::string("ucx ") + (tls != nullptr ? tls : "(default transports)");
-  }
-
- private:
-  struct Pending {
-    int peer = -1;
-    void* request = nullptr;          // header
-    void* payload_request = nullptr;  // payload (none when empty)
-    ConstBufferPtr buffer;
-    std::byte header[kWireHeaderBytes];
-  };
-  struct PeerArg {
-    UcxTransport* self;
-    int peer;
-  };
 
   static void on_peer_error(void* arg, ucp_ep_h, ucs_status_t status) {
     auto* a = static_cast<PeerArg*>(arg);
@@ -363,9 +407,12 @@ class UcxTransport final : public Transport {
     }
   }
 
-  // Bytes of chunks posted ahead beyond kAheadChunks: shared memory only for
-  // small chunks, networks up to 4 MiB (1 MiB chunks: four ahead).
+  // Chunks posted ahead, and the bytes below which more may be: two on
+  // shared memory (more only for chunks under 1 MiB), four over a network
+  // (more only under 4 MiB in all).
+  static constexpr std::size_t kSharedMemoryAheadChunks = 2;
   static constexpr std::uint64_t kSharedMemoryAheadBytes = 1ull << 20;
+  static constexpr std::size_t kNetworkAheadChunks = 4;
   static constexpr std::uint64_t kNetworkAheadBytes = 4ull << 20;
 
   // Whether UCX moves this endpoint's large messages by a cross-memory copy,
@@ -384,11 +431,15 @@ class UcxTransport final : public Transport {
   }
 
   int rank_, world_size_;
+  std::size_t ahead_chunks_ = kSharedMemoryAheadChunks;
   std::uint64_t ahead_bytes_ = kSharedMemoryAheadBytes;
   ucp_context_h context_ = nullptr;
   ucp_worker_h worker_ = nullptr;
   std::vector<ucp_ep_h> eps_;
-  std::vector<std::uint32_t> send_seq_;
+  std::vector<std::uint32_t> send_seq_;  // next sequence number, per receiver
+  std::vector<std::uint32_t> next_seq_;  // next sequence number to hand out, per sender
+  std::deque<Arrival> arrivals_;
+  std::string bad_message_;
   std::deque<Incoming> incoming_;
   std::uint64_t incoming_bytes_ = 0;
   std::uint64_t receive_window_ = kDefaultReceiveWindow;
@@ -401,7 +452,7 @@ class UcxTransport final : public Transport {
 
 }  // namespace
 
-void encode_wire_header(const ChunkId& id, const Buffer& buffer, std::byte* out, std::uint32_t seq) {
+void encode_wire_header(const ChunkId& id, const Buffer& buffer, std::byte* out, const WireRoute& route) {
   const Descriptor& desc = buffer.descriptor();
   std::memset(out, 0, kWireHeaderBytes);
   put<std::uint32_t>(out, 0, kMagic);
@@ -425,10 +476,12 @@ void encode_wire_header(const ChunkId& id, const Buffer& buffer, std::byte* out,
     put<std::uint64_t>(out, 120, r->col_begin);
     put<std::uint64_t>(out, 128, r->col_end);
   }
-  put<std::uint32_t>(out, 136, seq);
+  put<std::uint32_t>(out, 136, route.seq);
+  put<std::uint32_t>(out, 140, route.source);
+  put<std::uint32_t>(out, 144, route.aux);
 }
 
-WireChunk decode_wire_header(const std::byte* in, std::uint32_t* seq) {
+WireChunk decode_wire_header(const std::byte* in) {
   if (get<std::uint32_t>(in, 0) != kMagic) fail(ErrorKind::buffer, "chunk message without the chunk header magic");
   if (get<std::uint16_t>(in, 4) != kWireVersion) {
     fail(ErrorKind::buffer, "chunk header version " + std::to_string(get<std::uint16_t>(in, 4)) +
@@ -462,7 +515,8 @@ WireChunk decode_wire_header(const std::byte* in, std::uint32_t* seq) {
     }
     w.nonzero = r;
   }
-  if (seq != nullptr) *seq = get<std::uint32_t>(in, 136);
+  if (get<std::uint32_t>(in, 148) != 0) fail(ErrorKind::buffer, "chunk header has nonzero reserved bytes");
+  w.route = WireRoute{get<std::uint32_t>(in, 136), get<std::uint32_t>(in, 140), get<std::uint32_t>(in, 144)};
   return w;
 }
 

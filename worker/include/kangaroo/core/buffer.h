@@ -92,7 +92,9 @@ class Storage {
   // Uninitialised host block from a bounded per-size free list (blocks come
   // back to it when the storage is dropped); for buffers allocated again and
   // again at the same sizes, such as received chunks. KANGAROO_POOL_BYTES caps
-  // what the list keeps (default 256 MiB).
+  // what the list keeps (default 256 MiB). Blocks of 2 MiB and more are
+  // huge-page aligned mappings advised for huge pages (unless
+  // KANGAROO_HUGE_PAGES=0).
   static std::shared_ptr<Storage> allocate_pooled(std::size_t size);
 
   // Hint for fresh host storage of which only a small part will be written

@@ -19,20 +19,27 @@
 
 namespace kangaroo {
 
-// Wire header: fixed 144 bytes, little-endian fields at fixed offsets: chunk
+// Wire header: fixed 152 bytes, little-endian fields at fixed offsets: chunk
 // identity, descriptor, payload size, the buffer's nonzero-rectangle hint (so
-// a partial image keeps its footprint across ranks) and the sequence number
-// that pairs the header with its payload message.
-constexpr std::size_t kWireHeaderBytes = 144;
+// a partial image keeps its footprint across ranks) and its route: the
+// sending rank, the sender's per-receiver sequence number (the receiver
+// hands a peer's chunks out in the order they were posted) and `aux`.
+constexpr std::size_t kWireHeaderBytes = 152;
+struct WireRoute {
+  std::uint32_t seq = 0;
+  std::uint32_t source = 0;
+  std::uint32_t aux = 0;
+};
 struct WireChunk {
   ChunkId id;
   Descriptor desc;
   std::uint64_t nbytes = 0;
   std::optional<NonzeroRect> nonzero;
+  WireRoute route;
 };
-void encode_wire_header(const ChunkId& id, const Buffer& buffer, std::byte* out, std::uint32_t seq = 0);
+void encode_wire_header(const ChunkId& id, const Buffer& buffer, std::byte* out, const WireRoute& route = {});
 // Throws Error(buffer) on a bad magic/version or an inconsistent descriptor.
-WireChunk decode_wire_header(const std::byte* in, std::uint32_t* seq = nullptr);
+WireChunk decode_wire_header(const std::byte* in);
 
 constexpr std::uint64_t kDefaultReceiveWindow = 64ull << 20;
 // The receive window a rank uses: KANGAROO_RECEIVE_WINDOW bytes when the
@@ -71,8 +78,8 @@ class Transport {
   virtual ConstBufferPtr try_receive(int& peer, ChunkId& id, std::uint32_t& aux) = 0;
   // Payload bytes whose receives may be posted ahead of the caller taking
   // the chunks (one chunk is always allowed). Within it the transport posts
-  // two chunks ahead, more while they total under 1 MiB (shared memory) or
-  // 4 MiB (networks; see bench/README.md).
+  // two chunks ahead on shared memory, more while they total under 1 MiB,
+  // and four over a network, more while under 4 MiB (bench/README.md).
   // These buffers are outside a memory cap's accounting. Default
   // kDefaultReceiveWindow, or KANGAROO_RECEIVE_WINDOW bytes from the
   // environment.
@@ -93,7 +100,7 @@ class Transport {
 // reads the peer's. Throws Error(io) when the stream breaks.
 std::string exchange_address(int fd, const std::string& mine);
 
-// UCX tag-matching transport. Throws Error(io) when UCX cannot start.
+// UCX active-message transport. Throws Error(io) when UCX cannot start.
 std::unique_ptr<Transport> make_ucx_transport(int rank, int world_size);
 
 }  // namespace kangaroo
