@@ -78,8 +78,10 @@ class UcxTransport final : public Transport {
                                 " bytes; chunk headers take " + std::to_string(kWireHeaderBytes));
       }
       ucp_am_handler_param_t hp{};
-      hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+      hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                      UCP_AM_HANDLER_PARAM_FIELD_ARG;
       hp.id = kChunkMessage;
+      hp.flags = UCP_AM_FLAG_WHOLE_MSG;  // one call per chunk, never per fragment
       hp.cb = &UcxTransport::on_chunk;
       hp.arg = this;
       ucx_check(ucp_worker_set_am_recv_handler(worker_, &hp), "installing the chunk message handler");
