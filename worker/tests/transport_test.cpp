@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,8 +41,13 @@ std::vector<std::pair<ChunkId, Descriptor>> cases() {
   return out;
 }
 
-// Rank 1 (child) receives every case and echoes it back; rank 0 checks.
-void round_trip(const char* tls) {
+// Two ranks over `tls`: rank 1 in a forked child runs `rank1` (throws or
+// returns false on failure, after saying why on stderr), rank 0 runs `rank0`
+// here; each gets its connected transport and its end of the socket pair,
+// over which the one that finishes first waits for the other.
+using RankBody = std::function<bool(Transport&, int fd)>;
+void two_ranks(const char* tls, std::uint64_t rank1_window, const RankBody& rank1,
+               const std::function<void(Transport&, int fd)>& rank0) {
   int sv[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
   ::setenv("UCX_TLS", tls, 1);
@@ -50,20 +56,14 @@ void round_trip(const char* tls) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     ::close(sv[0]);
-    int rc = 0;
+    int rc = 1;
     try {
       auto t = make_ucx_transport(1, 2);
+      t->set_receive_window(rank1_window);
       t->connect(0, exchange_address(sv[1], t->address()));
-      for (std::size_t i = 0; i < cases().size(); ++i) {
-        ChunkId id;
-        auto b = t->receive(0, id);
-        t->send(0, id, b);
-      }
-      char done = 0;
-      (void)!::read(sv[1], &done, 1);  // keep the endpoint until rank 0 has everything
+      if (rank1(*t, sv[1])) rc = 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "rank 1: %s\n", e.what());
-      rc = 1;
     }
     ::_exit(rc);
   }
@@ -73,23 +73,7 @@ void round_trip(const char* tls) {
     const std::string peer = exchange_address(sv[0], t->address());
     ASSERT_FALSE(peer.empty());
     t->connect(1, peer);
-    std::vector<std::uint64_t> tickets;
-    int seed = 0;
-    for (const auto& [id, d] : cases()) tickets.push_back(t->post_send(1, id, pattern(d, seed++)));
-    for (auto k : tickets) t->wait(k);
-    seed = 0;
-    for (const auto& [id, d] : cases()) {
-      SCOPED_TRACE(id.to_string());
-      ChunkId got;
-      auto b = t->receive(1, got);
-      EXPECT_EQ(got, id);
-      EXPECT_TRUE(b->descriptor().same_layout(d)) << b->descriptor().to_string() << " vs " << d.to_string();
-      const auto want = pattern(d, seed++);
-      ASSERT_EQ(b->byte_size(), want->byte_size());
-      EXPECT_EQ(std::memcmp(b->data(), want->data(), want->byte_size()), 0);
-    }
-    char done = 1;
-    (void)!::write(sv[0], &done, 1);
+    rank0(*t, sv[0]);
   }
   int status = 0;
   ASSERT_EQ(::waitpid(child, &status, 0), child);
@@ -97,71 +81,82 @@ void round_trip(const char* tls) {
   ::close(sv[0]);
 }
 
+// Rank 1 receives every case and echoes it back; rank 0 checks.
+void round_trip(const char* tls) {
+  auto echo = [](Transport& t, int fd) {
+    for (std::size_t i = 0; i < cases().size(); ++i) {
+      ChunkId id;
+      auto b = t.receive(0, id);
+      t.send(0, id, b);
+    }
+    char done = 0;
+    (void)!::read(fd, &done, 1);  // keep the endpoint until rank 0 has everything
+    return true;
+  };
+  two_ranks(tls, kDefaultReceiveWindow, echo, [](Transport& t, int fd) {
+    std::vector<std::uint64_t> tickets;
+    int seed = 0;
+    for (const auto& [id, d] : cases()) tickets.push_back(t.post_send(1, id, pattern(d, seed++)));
+    for (auto k : tickets) t.wait(k);
+    seed = 0;
+    for (const auto& [id, d] : cases()) {
+      SCOPED_TRACE(id.to_string());
+      ChunkId got;
+      auto b = t.receive(1, got);
+      EXPECT_EQ(got, id);
+      EXPECT_TRUE(b->descriptor().same_layout(d)) << b->descriptor().to_string() << " vs " << d.to_string();
+      const auto want = pattern(d, seed++);
+      ASSERT_EQ(b->byte_size(), want->byte_size());
+      EXPECT_EQ(std::memcmp(b->data(), want->data(), want->byte_size()), 0);
+    }
+    const char done = 1;
+    (void)!::write(fd, &done, 1);
+  });
+}
 
 // Rank 0 posts 48 chunks of mixed sizes (eager and rendezvous payloads
 // interleaved) without waiting; rank 1 takes them with try_receive and must
 // see them in the order they were posted, each with its aux value and bytes,
 // with the given receive window (1 byte: one chunk at a time).
 void ordered_stream(const char* tls, std::uint64_t window) {
-  const std::uint64_t sizes[] = {8, 2u << 20, 70000, 1, 5u << 20, 4096};
-  auto descriptor = [&](int i) { return Descriptor::opaque_bytes(sizes[static_cast<std::size_t>(i) % std::size(sizes)]); };
+  static constexpr std::uint64_t kSizes[] = {8, 2u << 20, 70000, 1, 5u << 20, 4096};
   constexpr int kChunks = 48;
-  int sv[2];
-  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  ::setenv("UCX_TLS", tls, 1);
-  ::setenv("UCX_WARN_UNUSED_ENV_VARS", "n", 1);
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    ::close(sv[0]);
-    int rc = 0;
-    try {
-      auto t = make_ucx_transport(1, 2);
-      t->set_receive_window(window);
-      t->connect(0, exchange_address(sv[1], t->address()));
-      for (int i = 0; i < kChunks;) {
-        int peer = -1;
-        ChunkId id;
-        std::uint32_t aux = 0;
-        auto b = t->try_receive(peer, id, aux);
-        if (b == nullptr) {
-          t->progress();
-          continue;
-        }
-        const auto want = pattern(descriptor(i), i);
-        if (peer != 0 || id.block != i || aux != 1000u + static_cast<std::uint32_t>(i) ||
-            b->byte_size() != want->byte_size() || std::memcmp(b->data(), want->data(), want->byte_size()) != 0) {
-          std::fprintf(stderr, "rank 1: chunk %d arrived as block %d (aux %u, %llu bytes)\n", i, id.block, aux,
-                       static_cast<unsigned long long>(b->byte_size()));
-          rc = 1;
-          break;
-        }
-        ++i;
+  auto descriptor = [](int i) { return Descriptor::opaque_bytes(kSizes[static_cast<std::size_t>(i) % std::size(kSizes)]); };
+  auto take_in_order = [&](Transport& t, int fd) {
+    bool ok = true;
+    // Takes all of them even after a mismatch: rank 0 waits for its sends.
+    for (int i = 0; i < kChunks;) {
+      int peer = -1;
+      ChunkId id;
+      std::uint32_t aux = 0;
+      auto b = t.try_receive(peer, id, aux);
+      if (b == nullptr) {
+        t.progress();
+        continue;
       }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "rank 1: %s\n", e.what());
-      rc = 1;
+      const auto want = pattern(descriptor(i), i);
+      if (peer != 0 || id.block != i || aux != 1000u + static_cast<std::uint32_t>(i) ||
+          b->byte_size() != want->byte_size() || std::memcmp(b->data(), want->data(), want->byte_size()) != 0) {
+        ok = false;
+        std::fprintf(stderr, "rank 1: chunk %d arrived as block %d (aux %u, %llu bytes)\n", i, id.block, aux,
+                     static_cast<unsigned long long>(b->byte_size()));
+      }
+      ++i;
     }
     const char done = 1;
-    (void)!::write(sv[1], &done, 1);
-    ::_exit(rc);
-  }
-  ::close(sv[1]);
-  {
-    auto t = make_ucx_transport(0, 2);
-    t->connect(1, exchange_address(sv[0], t->address()));
+    (void)!::write(fd, &done, 1);
+    return ok;
+  };
+  two_ranks(tls, window, take_in_order, [&](Transport& t, int fd) {
     std::vector<std::uint64_t> tickets;
     for (int i = 0; i < kChunks; ++i) {
-      tickets.push_back(t->post_send(1, ChunkId{0, 0, 1, 0, i}, pattern(descriptor(i), i), 1000u + static_cast<std::uint32_t>(i)));
+      tickets.push_back(
+          t.post_send(1, ChunkId{0, 0, 1, 0, i}, pattern(descriptor(i), i), 1000u + static_cast<std::uint32_t>(i)));
     }
-    for (auto k : tickets) t->wait(k);
+    for (auto k : tickets) t.wait(k);
     char done = 0;
-    (void)!::read(sv[0], &done, 1);  // keep the endpoint until rank 1 has everything
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "rank 1 saw the stream out of order on " << tls;
-  ::close(sv[0]);
+    (void)!::read(fd, &done, 1);  // keep the endpoint until rank 1 has everything
+  });
 }
 
 // Endpoint descriptions as UCX 1.13 prints them (ucp_ep_print_info).
