@@ -210,6 +210,11 @@ constexpr std::size_t kLazyZeroBytes = std::size_t{1} << 20;
 // (which is what the memory cap counts). KANGAROO_HUGE_PAGES=0 turns it off.
 constexpr std::size_t kHugePageBytes = std::size_t{2} << 20;
 
+// The first huge-page boundary at or after `x`.
+constexpr std::uintptr_t round_up_to_huge_page(std::uintptr_t x) {
+  return (x + kHugePageBytes - 1) & ~(std::uintptr_t{kHugePageBytes} - 1);
+}
+
 bool huge_pages_enabled() {
   static const bool enabled = [] {
     const char* env = std::getenv("KANGAROO_HUGE_PAGES");
@@ -235,7 +240,7 @@ void* map_zeroed(std::size_t size) {
   void* raw = ::mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED) return nullptr;
   const auto base = reinterpret_cast<std::uintptr_t>(raw);
-  const std::uintptr_t aligned = (base + kHugePageBytes - 1) & ~(std::uintptr_t{kHugePageBytes} - 1);
+  const std::uintptr_t aligned = round_up_to_huge_page(base);
   if (aligned > base) ::munmap(raw, aligned - base);
   const std::uintptr_t end = base + span;
   if (end > aligned + size) ::munmap(reinterpret_cast<void*>(aligned + size), end - (aligned + size));
@@ -251,7 +256,7 @@ void* map_zeroed(std::size_t size) {
 // page-table entries per copy instead of hundreds (cross-memory copies pin
 // the source pages one by one; bench/README.md).
 void advise_huge_pages(void* p, std::size_t size) {
-  const auto begin = (reinterpret_cast<std::uintptr_t>(p) + kHugePageBytes - 1) & ~(std::uintptr_t{kHugePageBytes} - 1);
+  const auto begin = round_up_to_huge_page(reinterpret_cast<std::uintptr_t>(p));
   const auto end = (reinterpret_cast<std::uintptr_t>(p) + size) & ~(std::uintptr_t{kHugePageBytes} - 1);
   if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
@@ -347,7 +352,7 @@ class BlockCache {
  public:
   static constexpr std::size_t kKeepBytes = std::size_t{32} << 20;
 
-  static std::size_t capacity_for(std::size_t size) { return (size + kHugePageBytes - 1) & ~(kHugePageBytes - 1); }
+  static std::size_t capacity_for(std::size_t size) { return round_up_to_huge_page(size); }
 
   // A kept block of at least `capacity` bytes and its size, or {nullptr, 0}.
   std::pair<std::byte*, std::size_t> take(std::size_t capacity) {
@@ -393,13 +398,7 @@ void release_to_cache(std::byte* p, std::size_t capacity) { block_cache().give(p
 // spends much of its time pinning the pages one by one (bench/README.md).
 bool pool_maps(std::size_t size) { return size >= kHugePageBytes && huge_pages_enabled(); }
 void* pool_block(std::size_t size) { return pool_maps(size) ? map_zeroed(size) : std::malloc(size); }
-void pool_release(std::byte* p, std::size_t size) {
-  if (pool_maps(size)) {
-    ::munmap(p, size);
-  } else {
-    std::free(p);
-  }
-}
+void pool_release(std::byte* p, std::size_t size) { pool_maps(size) ? unmap_host(p, size) : free_host(p, size); }
 
 class HostPool {
  public:

@@ -204,7 +204,7 @@ class UcxTransport final : public Transport {
     for (;;) {
       pump(peer);
       for (auto it = incoming_.begin(); it != incoming_.end(); ++it) {
-        if (it->peer != peer) continue;
+        if (it->peer() != peer) continue;
         if (!finished(*it)) break;
         std::uint32_t aux = 0;
         return pop(it, id, aux);
@@ -217,7 +217,7 @@ class UcxTransport final : public Transport {
   ConstBufferPtr try_receive(int& peer, ChunkId& id, std::uint32_t& aux) override {
     pump(-1);
     if (incoming_.empty() || !finished(incoming_.front())) return nullptr;
-    peer = incoming_.front().peer;
+    peer = incoming_.front().peer();
     return pop(incoming_.begin(), id, aux);
   }
 
@@ -254,8 +254,8 @@ class UcxTransport final : public Transport {
   // A chunk handed to the caller in order: its payload is in `storage` once
   // `request` (the rendezvous receive, if any) completes.
   struct Incoming {
-    int peer = 0;
     WireChunk chunk;
+    int peer() const { return static_cast<int>(chunk.route.source); }
     std::shared_ptr<Storage> storage;
     void* request = nullptr;
   };
@@ -338,16 +338,15 @@ class UcxTransport final : public Transport {
       Arrival a = std::move(*next);
       arrivals_.erase(next);
       Incoming in;
-      in.peer = static_cast<int>(a.chunk.route.source);
-      ++next_seq_[static_cast<std::size_t>(in.peer)];
       in.chunk = a.chunk;
+      ++next_seq_[static_cast<std::size_t>(in.peer())];
       if (a.descriptor != nullptr) {
         in.storage = Storage::allocate_pooled(in.chunk.nbytes);
         ucp_request_param_t prm{};
         prm.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
         prm.datatype = ucp_dt_make_contig(1);
         void* req = ucp_am_recv_data_nbx(worker_, a.descriptor, in.storage->data(), in.chunk.nbytes, &prm);
-        if (UCS_PTR_IS_ERR(req)) ucx_check(UCS_PTR_STATUS(req), "receiving from rank " + std::to_string(in.peer));
+        if (UCS_PTR_IS_ERR(req)) ucx_check(UCS_PTR_STATUS(req), "receiving from rank " + std::to_string(in.peer()));
         in.request = req;
       } else {
         in.storage = std::move(a.storage);
@@ -360,7 +359,7 @@ class UcxTransport final : public Transport {
   bool has_incoming(int peer) const {
     if (peer < 0) return !incoming_.empty();
     for (const auto& in : incoming_) {
-      if (in.peer == peer) return true;
+      if (in.peer() == peer) return true;
     }
     return false;
   }
@@ -371,7 +370,7 @@ class UcxTransport final : public Transport {
     if (st == UCS_INPROGRESS) return false;
     ucp_request_free(in.request);
     in.request = nullptr;
-    ucx_check(st, "receiving from rank " + std::to_string(in.peer));
+    ucx_check(st, "receiving from rank " + std::to_string(in.peer()));
     return true;
   }
 
